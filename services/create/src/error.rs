@@ -1,0 +1,147 @@
+//! [`ApiError`]: the one place where failures of the create API become HTTP responses.
+//!
+//! Every error body is `{"error": {"code": "...", "message": "..."}}`. Codes are stable and
+//! listed in the workspace README; messages are for people. Internal detail never reaches the
+//! body: it goes to the log with its whole cause chain.
+
+use actix_web::error::JsonPayloadError;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CACHE_CONTROL, RETRY_AFTER};
+use actix_web::{HttpResponse, ResponseError};
+use kurz_repository::RepoError;
+use serde_json::json;
+
+use crate::keys::KeyError;
+use crate::validate::ValidationError;
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_SECS: &str = "1";
+/// Refilling an empty pool takes the worker a few seconds.
+const POOL_EMPTY_RETRY_AFTER_SECS: &str = "5";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 422, or 400 for none: a field broke a rule.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// 400 `invalid_json`: the body is not JSON.
+    #[error("the body is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// 422 `invalid_body`: JSON, but not the expected fields and types.
+    #[error("the body does not match the expected fields: {0}")]
+    InvalidBody(String),
+    /// 413 `payload_too_large`.
+    #[error("the body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 415 `unsupported_media_type`: not `Content-Type: application/json`.
+    #[error("the body must be JSON, sent with Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// 404 `not_found`.
+    #[error("no link has this code")]
+    NotFound,
+    /// 404 `not_found` for unknown paths.
+    #[error("no such endpoint")]
+    NoRoute,
+    /// 405 `method_not_allowed`.
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    /// 409 `alias_taken`.
+    #[error("the alias is already taken")]
+    AliasTaken,
+    /// 503 `key_pool_empty`, with `Retry-After`.
+    #[error("no short codes are available right now; retry shortly")]
+    KeyPoolEmpty,
+    /// 503 `unavailable`, with `Retry-After`: PostgreSQL unreachable, slow or restarting.
+    #[error("the service is temporarily unavailable; retry shortly")]
+    Unavailable(#[source] RepoError),
+    /// 500 `internal_error`.
+    #[error("internal error")]
+    Internal(#[source] RepoError),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Validation(e) => e.code(),
+            Self::InvalidJson(_) => "invalid_json",
+            Self::InvalidBody(_) => "invalid_body",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::NotFound | Self::NoRoute => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::AliasTaken => "alias_taken",
+            Self::KeyPoolEmpty => "key_pool_empty",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    /// Maps the JSON extractor's failures, given the body limit for the message.
+    pub fn from_json_error(e: &JsonPayloadError, limit: usize) -> Self {
+        match e {
+            JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+                Self::PayloadTooLarge(limit)
+            }
+            JsonPayloadError::ContentType => Self::UnsupportedMediaType,
+            JsonPayloadError::Deserialize(e) if e.is_data() => Self::InvalidBody(e.to_string()),
+            JsonPayloadError::Deserialize(e) => Self::InvalidJson(e.to_string()),
+            other => Self::InvalidJson(other.to_string()),
+        }
+    }
+}
+
+impl From<RepoError> for ApiError {
+    fn from(e: RepoError) -> Self {
+        match e {
+            RepoError::CodeTaken => Self::AliasTaken,
+            e if e.is_unavailable() => Self::Unavailable(e),
+            e => Self::Internal(e),
+        }
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::PoolEmpty => Self::KeyPoolEmpty,
+            KeyError::Repo(e) => e.into(),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Validation(_) | Self::InvalidBody(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotFound | Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::AliasTaken => StatusCode::CONFLICT,
+            Self::KeyPoolEmpty | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            tracing::error!(error = ?self, code = self.code(), "request failed");
+        } else {
+            tracing::debug!(error = %self, code = self.code(), "request refused");
+        }
+        let mut response = HttpResponse::build(status);
+        response.insert_header((CACHE_CONTROL, "no-store"));
+        match self {
+            Self::KeyPoolEmpty => {
+                response.insert_header((RETRY_AFTER, POOL_EMPTY_RETRY_AFTER_SECS));
+            }
+            Self::Unavailable(_) => {
+                response.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
+            }
+            _ => {}
+        }
+        response.json(json!({ "error": { "code": self.code(), "message": self.to_string() } }))
+    }
+}

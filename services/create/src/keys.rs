@@ -1,0 +1,127 @@
+//! The in-memory buffer of keys this instance has claimed from the pool.
+//!
+//! A create takes a key from memory, so it never waits on key generation and never costs a
+//! round trip for its key. The buffer claims a whole batch in one round trip
+//! (`KeyRepository::claim_keys`) and starts the next claim in the background when a quarter
+//! of a batch is left, so under steady load it never runs dry. If it does run dry (a burst, a
+//! start), the requests that find it empty share a single claim instead of each making one.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use kurz_repository::{KeyRepository, RepoError};
+
+/// Why no key could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The pool in PostgreSQL is empty: the keypool worker is behind or not running.
+    #[error("the key pool is empty")]
+    PoolEmpty,
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+#[derive(Debug)]
+pub struct KeyBuffer<K> {
+    repo: K,
+    batch: usize,
+    keys: Mutex<Vec<String>>,
+    /// Serializes claims: at most one round trip in flight per instance.
+    claim: tokio::sync::Mutex<()>,
+    /// Completed claims, so a request that waited for someone else's claim knows it happened.
+    claims_done: AtomicU64,
+    prefetching: AtomicBool,
+}
+
+impl<K: KeyRepository> KeyBuffer<K> {
+    pub fn new(repo: K, batch: usize) -> Arc<Self> {
+        Arc::new(Self {
+            repo,
+            batch,
+            keys: Mutex::new(Vec::with_capacity(batch)),
+            claim: tokio::sync::Mutex::new(()),
+            claims_done: AtomicU64::new(0),
+            prefetching: AtomicBool::new(false),
+        })
+    }
+
+    /// Keys in memory right now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A key nobody else has or will ever get.
+    pub async fn take(self: &Arc<Self>) -> Result<String, KeyError> {
+        if let Some(key) = self.pop() {
+            return Ok(key);
+        }
+        let seen = self.claims_done.load(Ordering::Acquire);
+        let _claiming = self.claim.lock().await;
+        if let Some(key) = self.pop() {
+            return Ok(key);
+        }
+        // Someone else's claim finished while we queued, and still nothing is here: the pool
+        // is empty. Answer now rather than queue another round trip behind each waiter.
+        if self.claims_done.load(Ordering::Acquire) != seen {
+            return Err(KeyError::PoolEmpty);
+        }
+        self.claim_batch().await?;
+        self.pop().ok_or(KeyError::PoolEmpty)
+    }
+
+    /// Pops a key and starts a background claim when the buffer runs low.
+    fn pop(self: &Arc<Self>) -> Option<String> {
+        let (key, left) = {
+            let mut keys = self.lock();
+            let key = keys.pop()?;
+            (key, keys.len())
+        };
+        if left < self.low_mark() {
+            self.prefetch();
+        }
+        Some(key)
+    }
+
+    fn low_mark(&self) -> usize {
+        (self.batch / 4).max(1)
+    }
+
+    fn prefetch(self: &Arc<Self>) {
+        if self.prefetching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let claiming = this.claim.lock().await;
+            if this.len() < this.low_mark() {
+                if let Err(e) = this.claim_batch().await {
+                    tracing::warn!(error = %e, "background key claim failed");
+                }
+            }
+            drop(claiming);
+            this.prefetching.store(false, Ordering::Release);
+        });
+    }
+
+    /// One round trip; call with `self.claim` held.
+    async fn claim_batch(&self) -> Result<(), RepoError> {
+        let claimed = self.repo.claim_keys(self.batch).await;
+        self.claims_done.fetch_add(1, Ordering::AcqRel);
+        let claimed = claimed?;
+        tracing::debug!(count = claimed.len(), "claimed keys");
+        self.lock().extend(claimed);
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        // A panic while holding this lock cannot leave the Vec half-updated, so a poisoned
+        // lock is still safe to use.
+        self.keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

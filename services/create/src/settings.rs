@@ -1,0 +1,110 @@
+//! Settings of `kurz-create`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use kurz_settings::{
+    DatabaseSettings, HttpSettings, RedisSettings, SettingsError, Source, TelemetrySettings,
+};
+use serde::Deserialize;
+
+/// The local stack's create API listens here.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8081);
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub http: HttpSettings,
+    pub telemetry: TelemetrySettings,
+    pub links: LinkSettings,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LinkSettings {
+    /// `KURZ_MAX_URL_LENGTH`: longest target URL in bytes, before and after normalization
+    /// (default 8,192: what common servers and CDNs accept in a request line).
+    pub max_url_length: usize,
+    /// `KURZ_KEY_BATCH_SIZE`: keys claimed from the pool per round trip (default 1,000). A
+    /// crashed instance loses at most this many unused keys, out of trillions.
+    pub key_batch_size: usize,
+    /// `KURZ_CACHE_TTL_SECS`: how long Redis keeps a link written at creation (default
+    /// 3,600 s, as the redirect service).
+    pub cache_ttl: Duration,
+}
+
+impl LinkSettings {
+    /// Request bodies larger than this are refused with 413: the longest URL plus room for the
+    /// alias, the expiry and JSON punctuation.
+    pub fn body_limit(&self) -> usize {
+        self.max_url_length + 4_096
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Vars {
+    max_url_length: Option<usize>,
+    key_batch_size: Option<usize>,
+    cache_ttl_secs: Option<u64>,
+}
+
+impl Settings {
+    pub fn from_source(source: &Source) -> Result<Self, SettingsError> {
+        let vars: Vars = source.extract()?;
+        let max_url_length = vars.max_url_length.unwrap_or(8_192);
+        if !(32..=1_048_576).contains(&max_url_length) {
+            return Err(SettingsError::invalid(
+                "KURZ_MAX_URL_LENGTH",
+                format!("{max_url_length} is outside 32..=1048576"),
+            ));
+        }
+        let key_batch_size = vars.key_batch_size.unwrap_or(1_000);
+        if !(1..=100_000).contains(&key_batch_size) {
+            return Err(SettingsError::invalid(
+                "KURZ_KEY_BATCH_SIZE",
+                format!("{key_batch_size} is outside 1..=100000"),
+            ));
+        }
+        let cache_ttl = match vars.cache_ttl_secs.unwrap_or(3_600) {
+            0 => {
+                return Err(SettingsError::invalid(
+                    "KURZ_CACHE_TTL_SECS",
+                    "must be at least 1",
+                ));
+            }
+            n => Duration::from_secs(n),
+        };
+        Ok(Self {
+            database: DatabaseSettings::from_source(source)?,
+            redis: RedisSettings::from_source(source)?,
+            http: HttpSettings::from_source(source, DEFAULT_LISTEN)?,
+            telemetry: TelemetrySettings::from_source(source)?,
+            links: LinkSettings {
+                max_url_length,
+                key_batch_size,
+                cache_ttl,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_listen_on_8081_with_an_8_kib_url_limit() {
+        let s = Settings::from_source(&Source::default()).expect("valid");
+        assert_eq!(s.http.listen.port(), 8081);
+        assert_eq!(s.links.max_url_length, 8_192);
+    }
+
+    #[test]
+    fn a_zero_batch_is_refused() {
+        let err = Settings::from_source(&Source::from_vars([("KURZ_KEY_BATCH_SIZE", "0")]))
+            .err()
+            .expect("must fail");
+        assert!(err.to_string().contains("KURZ_KEY_BATCH_SIZE"), "{err}");
+    }
+}

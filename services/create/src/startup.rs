@@ -1,0 +1,107 @@
+//! Building and running the create API.
+
+use std::future::Future;
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use kurz_repository::cache::CacheTtl;
+use kurz_repository::{PgRepository, RedisCache};
+
+use crate::error::ApiError;
+use crate::keys::KeyBuffer;
+use crate::routes::{self, State};
+use crate::settings::Settings;
+use crate::validate::UrlPolicy;
+
+/// The create API, bound to its port and ready to run.
+#[allow(missing_debug_implementations)] // actix's `Server` is not `Debug`
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<State>,
+}
+
+impl Application {
+    /// Checks the schema, builds the pools and binds the listener. Fails (and the binary
+    /// exits) if PostgreSQL is unreachable or behind this build's schema; Redis may be down.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let repo = PgRepository::new(&settings.database, "kurz-create")?;
+        repo.check_schema()
+            .await
+            .context("checking the database schema")?;
+        let cache = RedisCache::new(
+            &settings.redis,
+            CacheTtl {
+                found: settings.links.cache_ttl,
+                // The create service never writes negative entries.
+                missing: settings.links.cache_ttl,
+            },
+        )?;
+        let state = web::Data::new(State {
+            keys: KeyBuffer::new(repo.clone(), settings.links.key_batch_size),
+            repo,
+            cache,
+            url_policy: UrlPolicy::new(
+                settings.links.max_url_length,
+                &settings.http.public_base_url,
+            ),
+            public_base_url: settings.http.public_base_url.clone(),
+        });
+        let listener = TcpListener::bind(settings.http.listen)
+            .with_context(|| format!("binding {}", settings.http.listen))?;
+        let port = listener.local_addr()?.port();
+        let body_limit = settings.links.body_limit();
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            let json = web::JsonConfig::default()
+                .limit(body_limit)
+                .error_handler(move |e, _req| ApiError::from_json_error(&e, body_limit).into());
+            App::new()
+                .wrap(kurz_http::request_tracing())
+                .app_data(app_state.clone())
+                .app_data(json)
+                .route("/healthz", web::get().to(kurz_http::healthz))
+                .route("/readyz", web::get().to(routes::readyz))
+                .service(
+                    web::resource("/api/v1/links")
+                        .route(web::post().to(routes::create))
+                        .default_service(web::to(routes::method_not_allowed)),
+                )
+                .service(
+                    web::resource("/api/v1/links/{code}")
+                        .route(web::get().to(routes::get))
+                        .route(web::delete().to(routes::delete))
+                        .default_service(web::to(routes::method_not_allowed)),
+                )
+                .default_service(web::to(routes::no_route))
+        })
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(kurz_http::SHUTDOWN_GRACE_SECS)
+        .run();
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Keys this instance holds in memory (tests check batching with it).
+    pub fn buffered_keys(&self) -> usize {
+        self.state.keys.len()
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests and returns.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        kurz_http::run_until_stopped(self.server, shutdown).await
+    }
+}

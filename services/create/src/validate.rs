@@ -1,0 +1,269 @@
+//! The rules a create request must pass. Each failure has its own stable error code, listed
+//! in the workspace README; the message is for people and may change.
+
+use chrono::{DateTime, Utc};
+use kurz_repository::codes::{MAX_CODE_LEN, MIN_CODE_LEN};
+use url::Url;
+
+/// Paths the services route, or will: an alias must never shadow them. Compared
+/// case-insensitively, so `API` or `Docs` cannot confuse a person reading a link either.
+pub const RESERVED_ALIASES: &[&str] = &[
+    "api", "healthz", "readyz", "livez", "metrics", "docs", "openapi", "swagger", "static",
+    "assets", "admin", "login", "logout", "qr", "stats", "favicon", "robots", "sitemap",
+];
+
+/// Why a request was refused. All are answered 422 except where noted in the service's
+/// error mapping.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("the url is not an absolute URL: {0}")]
+    InvalidUrl(String),
+    #[error("the url is longer than {0} bytes")]
+    UrlTooLong(usize),
+    #[error("the url scheme `{0}` is not allowed: use http or https")]
+    UnsupportedScheme(String),
+    #[error("the url contains control, whitespace or invisible characters")]
+    UrlInvalidCharacters,
+    #[error("the url must not contain a user name or password")]
+    UrlHasCredentials,
+    #[error("the url has no host")]
+    UrlMissingHost,
+    #[error("the url points to this shortener (`{0}`), which would loop")]
+    UrlSelfReference(String),
+    #[error(
+        "the alias must be {MIN_CODE_LEN} to {MAX_CODE_LEN} characters of A-Z, a-z, 0-9, _ and -"
+    )]
+    InvalidAlias,
+    #[error("the alias `{0}` is reserved")]
+    AliasReserved(String),
+    #[error("expires_at is not an RFC 3339 date-time such as 2030-01-31T12:00:00Z")]
+    InvalidExpiresAt,
+    #[error("expires_at must be in the future")]
+    ExpiresAtInPast,
+}
+
+impl ValidationError {
+    /// The stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidUrl(_) => "invalid_url",
+            Self::UrlTooLong(_) => "url_too_long",
+            Self::UnsupportedScheme(_) => "unsupported_scheme",
+            Self::UrlInvalidCharacters => "url_invalid_characters",
+            Self::UrlHasCredentials => "url_has_credentials",
+            Self::UrlMissingHost => "url_missing_host",
+            Self::UrlSelfReference(_) => "url_self_reference",
+            Self::InvalidAlias => "invalid_alias",
+            Self::AliasReserved(_) => "alias_reserved",
+            Self::InvalidExpiresAt => "invalid_expires_at",
+            Self::ExpiresAtInPast => "expires_at_in_past",
+        }
+    }
+}
+
+/// What target URLs may be.
+#[derive(Debug, Clone)]
+pub struct UrlPolicy {
+    pub max_length: usize,
+    /// Hosts of the shortener itself (lower case, no trailing dot): targets there would loop.
+    pub own_hosts: Vec<String>,
+}
+
+impl UrlPolicy {
+    pub fn new(max_length: usize, public_base_url: &Url) -> Self {
+        let own_hosts = public_base_url
+            .host_str()
+            .map(|h| vec![canonical_host(h)])
+            .unwrap_or_default();
+        Self {
+            max_length,
+            own_hosts,
+        }
+    }
+
+    /// Checks `raw` and returns its WHATWG normalization, which is what gets stored and
+    /// redirected to.
+    pub fn normalize(&self, raw: &str) -> Result<String, ValidationError> {
+        if raw.len() > self.max_length {
+            return Err(ValidationError::UrlTooLong(self.max_length));
+        }
+        // The WHATWG parser silently strips leading and trailing spaces and control characters
+        // and drops tabs and newlines anywhere. A link whose meaning depends on that (or on
+        // characters a person cannot see) is a trick, not a typo: refuse it instead.
+        if raw.chars().any(is_suspicious_char) {
+            return Err(ValidationError::UrlInvalidCharacters);
+        }
+        let url = Url::parse(raw).map_err(|e| match e {
+            url::ParseError::EmptyHost => ValidationError::UrlMissingHost,
+            other => ValidationError::InvalidUrl(other.to_string()),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ValidationError::UnsupportedScheme(url.scheme().to_owned()));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ValidationError::UrlHasCredentials);
+        }
+        let host = match url.host_str() {
+            Some(h) if !h.is_empty() => canonical_host(h),
+            _ => return Err(ValidationError::UrlMissingHost),
+        };
+        if self.own_hosts.contains(&host) {
+            return Err(ValidationError::UrlSelfReference(host));
+        }
+        let normalized = String::from(url);
+        // Normalization percent-encodes and punycodes, so it can grow past the limit.
+        if normalized.len() > self.max_length {
+            return Err(ValidationError::UrlTooLong(self.max_length));
+        }
+        Ok(normalized)
+    }
+}
+
+/// Lower case without a trailing dot: `Kurz.Example.` and `kurz.example` are one host.
+fn canonical_host(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Control characters (C0, DEL, C1), any Unicode whitespace, and the invisible formatting
+/// characters used to disguise text (zero-width spaces and joiners, bidirectional overrides,
+/// the byte-order mark).
+fn is_suspicious_char(c: char) -> bool {
+    c.is_control()
+        || c.is_whitespace()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{00AD}')
+}
+
+/// Checks a custom alias.
+pub fn check_alias(alias: &str) -> Result<(), ValidationError> {
+    if !kurz_repository::codes::is_well_formed(alias) {
+        return Err(ValidationError::InvalidAlias);
+    }
+    if RESERVED_ALIASES
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(alias))
+    {
+        return Err(ValidationError::AliasReserved(alias.to_owned()));
+    }
+    Ok(())
+}
+
+/// Parses an RFC 3339 expiry that must lie after `now`.
+pub fn parse_expires_at(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ValidationError> {
+    let at = DateTime::parse_from_rfc3339(raw)
+        .map_err(|_| ValidationError::InvalidExpiresAt)?
+        .with_timezone(&Utc);
+    if at <= now {
+        return Err(ValidationError::ExpiresAtInPast);
+    }
+    Ok(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> UrlPolicy {
+        UrlPolicy::new(8_192, &Url::parse("https://kurz.example/").expect("valid"))
+    }
+
+    fn code_of(raw: &str) -> &'static str {
+        policy().normalize(raw).err().map_or("ok", |e| e.code())
+    }
+
+    #[test]
+    fn urls_are_normalized_by_whatwg_rules() {
+        let p = policy();
+        assert_eq!(
+            p.normalize("HTTPS://Example.COM").as_deref(),
+            Ok("https://example.com/")
+        );
+        assert_eq!(
+            p.normalize("http://example.com:80/a/../b?q=1#f").as_deref(),
+            Ok("http://example.com/b?q=1#f")
+        );
+        assert_eq!(
+            p.normalize("https://bücher.example/").as_deref(),
+            Ok("https://xn--bcher-kva.example/")
+        );
+        assert_eq!(
+            p.normalize("https://example.com/a b")
+                .err()
+                .map(|e| e.code()),
+            Some("url_invalid_characters")
+        );
+    }
+
+    #[test]
+    fn each_rule_has_its_code() {
+        assert_eq!(code_of("not a url"), "url_invalid_characters");
+        assert_eq!(code_of("example.com/path"), "invalid_url");
+        assert_eq!(code_of("ftp://example.com/"), "unsupported_scheme");
+        assert_eq!(code_of("javascript:alert(1)"), "unsupported_scheme");
+        assert_eq!(
+            code_of("https://user:pw@example.com/"),
+            "url_has_credentials"
+        );
+        assert_eq!(code_of("https://user@example.com/"), "url_has_credentials");
+        assert_eq!(code_of("http://"), "url_missing_host");
+        assert_eq!(code_of("https://KURZ.example./x"), "url_self_reference");
+        assert_eq!(code_of(" https://example.com/"), "url_invalid_characters");
+        assert_eq!(code_of("https://exa\tmple.com/"), "url_invalid_characters");
+        assert_eq!(
+            code_of("https://example.com/\u{202E}gpj.exe"),
+            "url_invalid_characters"
+        );
+        assert_eq!(
+            code_of("https://exam\u{200B}ple.com/"),
+            "url_invalid_characters"
+        );
+        assert_eq!(
+            code_of(&format!("https://example.com/{}", "a".repeat(8_192))),
+            "url_too_long"
+        );
+        assert_eq!(code_of("https://example.com/ok"), "ok");
+    }
+
+    #[test]
+    fn aliases() {
+        assert_eq!(check_alias("my-link_1"), Ok(()));
+        assert_eq!(
+            check_alias("ab").err().map(|e| e.code()),
+            Some("invalid_alias")
+        );
+        assert_eq!(
+            check_alias("with space").err().map(|e| e.code()),
+            Some("invalid_alias")
+        );
+        assert_eq!(
+            check_alias("a/b").err().map(|e| e.code()),
+            Some("invalid_alias")
+        );
+        assert_eq!(
+            check_alias("Healthz").err().map(|e| e.code()),
+            Some("alias_reserved")
+        );
+        assert_eq!(
+            check_alias("api").err().map(|e| e.code()),
+            Some("alias_reserved")
+        );
+    }
+
+    #[test]
+    fn expiry_must_be_rfc3339_and_in_the_future() {
+        let now = Utc::now();
+        assert!(parse_expires_at("2999-01-01T00:00:00Z", now).is_ok());
+        assert!(parse_expires_at("2999-01-01T00:00:00+02:00", now).is_ok());
+        assert_eq!(
+            parse_expires_at("2000-01-01T00:00:00Z", now),
+            Err(ValidationError::ExpiresAtInPast)
+        );
+        assert_eq!(
+            parse_expires_at("tomorrow", now),
+            Err(ValidationError::InvalidExpiresAt)
+        );
+        assert_eq!(
+            parse_expires_at("2999-01-01", now),
+            Err(ValidationError::InvalidExpiresAt)
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! `kurz-keypool`: keeps the pool of unused keys full, and applies migrations.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kurz_keypool::{RefillOutcome, Settings, Worker};
+use kurz_settings::Source;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Kurz key-pool worker: keeps unused random keys ready in PostgreSQL"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Refill the pool whenever it runs low, until SIGTERM or Ctrl-C (the default).
+    Run,
+    /// Apply pending database migrations, then exit.
+    Migrate,
+    /// One refill step, then exit: up to the high watermark, or exactly --count new keys.
+    Refill {
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::from_source(&Source::from_env()).context("reading settings")?;
+    let telemetry = kurz_telemetry::init("kurz-keypool", &settings.telemetry)?;
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::Migrate => kurz_repository::postgres::migrate(&settings.database)
+            .await
+            .context("applying migrations"),
+        Command::Refill { count } => refill(&settings, count).await,
+        Command::Run => {
+            let worker = Worker::build(&settings)
+                .await
+                .context("starting the worker")?;
+            worker
+                .run_until_stopped(kurz_telemetry::shutdown_signal())
+                .await;
+            Ok(())
+        }
+    };
+    telemetry.shutdown().await;
+    result
+}
+
+async fn refill(settings: &Settings, count: Option<u64>) -> anyhow::Result<()> {
+    let worker = Worker::build(settings)
+        .await
+        .context("starting the worker")?;
+    match count {
+        Some(count) => {
+            worker.add_keys(count).await.context("adding keys")?;
+        }
+        None => {
+            if let RefillOutcome::Sufficient { depth } =
+                worker.refill_once().await.context("refilling")?
+            {
+                tracing::info!(depth, "key pool already above its low watermark");
+            }
+        }
+    }
+    Ok(())
+}

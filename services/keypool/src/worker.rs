@@ -1,0 +1,102 @@
+//! The refill worker: one step, [`Worker::refill_once`], and a loop that only adds waiting.
+
+use std::future::Future;
+use std::time::Duration;
+
+use kurz_repository::{KeyRepository, PgRepository, RefillReport, RepoError};
+
+use crate::settings::{PoolSettings, Settings};
+
+/// Longest pause between attempts while PostgreSQL keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RefillOutcome {
+    /// The pool was at or above the low watermark.
+    Sufficient { depth: u64 },
+    /// The pool was refilled towards the high watermark.
+    Refilled {
+        depth_before: u64,
+        report: RefillReport,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Worker {
+    repo: PgRepository,
+    pool: PoolSettings,
+}
+
+impl Worker {
+    /// Connects and checks that the schema is recent enough.
+    pub async fn build(settings: &Settings) -> Result<Self, RepoError> {
+        let repo = PgRepository::new(&settings.database, "kurz-keypool")?;
+        repo.check_schema().await?;
+        Ok(Self {
+            repo,
+            pool: settings.pool,
+        })
+    }
+
+    pub fn repository(&self) -> &PgRepository {
+        &self.repo
+    }
+
+    /// One step: if the pool is below its low watermark, fill it up to the high watermark in
+    /// one bulk insert, then vacuum the claimed rows away.
+    #[tracing::instrument(skip_all, err)]
+    pub async fn refill_once(&self) -> Result<RefillOutcome, RepoError> {
+        let depth = self.repo.pool_depth().await?;
+        if depth >= self.pool.low_watermark {
+            return Ok(RefillOutcome::Sufficient { depth });
+        }
+        let report = self.add_keys(self.pool.high_watermark - depth).await?;
+        Ok(RefillOutcome::Refilled {
+            depth_before: depth,
+            report,
+        })
+    }
+
+    /// Generates `count` keys and adds the new ones, whatever the watermarks say.
+    pub async fn add_keys(&self, count: u64) -> Result<RefillReport, RepoError> {
+        let report = self.repo.refill(count, self.pool.key_length).await?;
+        tracing::info!(
+            generated = report.generated,
+            inserted = report.inserted,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            keys_per_sec = report.rate().round() as u64,
+            "key pool refilled"
+        );
+        // Claims leave dead rows at the head of the pool's index; vacuuming after each refill
+        // keeps a claim's cost flat however far the pool drains. A failure here is harmless
+        // (autovacuum catches up), so it is logged, not returned.
+        if let Err(e) = self.repo.vacuum_key_pool().await {
+            tracing::warn!(error = %e, "vacuum of key_pool failed");
+        }
+        Ok(report)
+    }
+
+    /// Runs steps every check interval until `shutdown` resolves. A step in progress is
+    /// finished first (it is one transaction, bounded by the statement timeout), so stopping
+    /// never leaves half a batch behind. Failures back off exponentially, up to 30 s.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut pause = Duration::ZERO;
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = match self.refill_once().await {
+                Ok(_) => self.pool.check_interval,
+                Err(e) => {
+                    let next = (pause * 2).clamp(self.pool.check_interval, MAX_BACKOFF);
+                    tracing::warn!(error = %e, retry_in_ms = next.as_millis() as u64, "refill failed");
+                    next
+                }
+            };
+        }
+        tracing::info!("key pool worker stopped");
+    }
+}

@@ -1,0 +1,120 @@
+//! HTTP routes of the redirect service.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use kurz_repository::{LinkCache, LinkRepository, PgRepository, RedisCache};
+
+use crate::error::RedirectError;
+use crate::resolve::{Resolution, Resolver};
+
+/// Everything a request needs, shared by all workers.
+#[derive(Debug)]
+pub struct State {
+    pub resolver: Resolver<PgRepository, RedisCache>,
+    pub status: StatusCode,
+}
+
+/// How long a browser may reuse a temporary redirect: 90 s, as the largest shorteners do, so
+/// a deleted link stops working within a minute and a half for people who followed it.
+const TEMPORARY_MAX_AGE: i64 = 90;
+/// Permanent redirects are cached by browsers whatever we say; a day keeps CDNs honest.
+const PERMANENT_MAX_AGE: i64 = 86_400;
+
+/// 200 when PostgreSQL answers, `degraded` without Redis, 503 without PostgreSQL.
+pub async fn readyz(state: web::Data<State>) -> HttpResponse {
+    let (postgres, redis) = tokio::join!(
+        state.resolver.repository().ping(),
+        state.resolver.cache().ping()
+    );
+    kurz_http::readiness(postgres.is_ok(), redis.is_ok())
+}
+
+/// `GET` and `HEAD /{code}`.
+pub async fn redirect(
+    code: web::Path<String>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, RedirectError> {
+    let now = Utc::now();
+    Ok(match state.resolver.resolve(&code, now).await? {
+        Resolution::Found {
+            target_url,
+            expires_at,
+        } => HttpResponse::build(state.status)
+            .insert_header((LOCATION, target_url))
+            .insert_header((CACHE_CONTROL, cache_control(state.status, expires_at, now)))
+            .finish(),
+        Resolution::Expired => small_page(StatusCode::GONE, "This link has expired.\n"),
+        Resolution::Missing => small_page(StatusCode::NOT_FOUND, "No link has this code.\n"),
+    })
+}
+
+/// Unknown routes (`/a/b`, `/`) are just unknown links to a browser.
+pub async fn not_found() -> HttpResponse {
+    small_page(StatusCode::NOT_FOUND, "No link has this code.\n")
+}
+
+fn small_page(status: StatusCode, text: &'static str) -> HttpResponse {
+    // no-store: the code may come to exist (404) and a browser must ask again.
+    HttpResponse::build(status)
+        .insert_header((CONTENT_TYPE, "text/plain; charset=utf-8"))
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .body(text)
+}
+
+/// Short for temporary redirects so deletes take effect, long for permanent ones, and never
+/// past the link's expiry.
+fn cache_control(
+    status: StatusCode,
+    expires_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> String {
+    let (scope, max_age) = if matches!(
+        status,
+        StatusCode::MOVED_PERMANENTLY | StatusCode::PERMANENT_REDIRECT
+    ) {
+        ("public", PERMANENT_MAX_AGE)
+    } else {
+        ("private", TEMPORARY_MAX_AGE)
+    };
+    let max_age = expires_at.map_or(max_age, |at| max_age.min((at - now).num_seconds().max(0)));
+    format!("{scope}, max-age={max_age}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_redirects_are_cached_briefly_and_privately() {
+        let now = Utc::now();
+        assert_eq!(
+            cache_control(StatusCode::FOUND, None, now),
+            "private, max-age=90"
+        );
+        assert_eq!(
+            cache_control(StatusCode::TEMPORARY_REDIRECT, None, now),
+            "private, max-age=90"
+        );
+    }
+
+    #[test]
+    fn permanent_redirects_are_cached_for_a_day() {
+        let now = Utc::now();
+        assert_eq!(
+            cache_control(StatusCode::MOVED_PERMANENTLY, None, now),
+            "public, max-age=86400"
+        );
+    }
+
+    #[test]
+    fn caching_never_outlives_the_link() {
+        let now = Utc::now();
+        let soon = now + chrono::Duration::seconds(30);
+        assert_eq!(
+            cache_control(StatusCode::MOVED_PERMANENTLY, Some(soon), now),
+            "public, max-age=30"
+        );
+    }
+}

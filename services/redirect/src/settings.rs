@@ -1,0 +1,112 @@
+//! Settings of `kurz-redirect`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use kurz_repository::cache::CacheTtl;
+use kurz_settings::{
+    DatabaseSettings, HttpSettings, RedisSettings, SettingsError, Source, TelemetrySettings,
+};
+use serde::Deserialize;
+
+/// The local stack serves redirects here.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub http: HttpSettings,
+    pub telemetry: TelemetrySettings,
+    pub redirect: RedirectSettings,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RedirectSettings {
+    /// `KURZ_REDIRECT_STATUS`: 301, 302 (default), 307 or 308. 302 because a temporary
+    /// redirect is re-asked by browsers, so deletes (and later edits) take effect; 301 is
+    /// cached by browsers for good.
+    pub status: StatusCode,
+    /// `KURZ_CACHE_TTL_SECS`: how long Redis keeps a link (default 3,600 s).
+    pub cache_ttl: Duration,
+    /// `KURZ_NEGATIVE_CACHE_TTL_SECS`: how long Redis remembers an unknown code (default 10 s),
+    /// so a flood of random codes costs PostgreSQL one lookup per code per period.
+    pub negative_cache_ttl: Duration,
+}
+
+impl RedirectSettings {
+    pub fn cache_ttl(&self) -> CacheTtl {
+        CacheTtl {
+            found: self.cache_ttl,
+            missing: self.negative_cache_ttl,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Vars {
+    redirect_status: Option<u16>,
+    cache_ttl_secs: Option<u64>,
+    negative_cache_ttl_secs: Option<u64>,
+}
+
+impl Settings {
+    pub fn from_source(source: &Source) -> Result<Self, SettingsError> {
+        let vars: Vars = source.extract()?;
+        let status = match vars.redirect_status.unwrap_or(302) {
+            code @ (301 | 302 | 307 | 308) => StatusCode::from_u16(code).expect("valid status"),
+            other => {
+                return Err(SettingsError::invalid(
+                    "KURZ_REDIRECT_STATUS",
+                    format!("{other} is not one of 301, 302, 307, 308"),
+                ));
+            }
+        };
+        let secs = |variable, value: Option<u64>, default| match value.unwrap_or(default) {
+            0 => Err(SettingsError::invalid(variable, "must be at least 1")),
+            n => Ok(Duration::from_secs(n)),
+        };
+        Ok(Self {
+            database: DatabaseSettings::from_source(source)?,
+            redis: RedisSettings::from_source(source)?,
+            http: HttpSettings::from_source(source, DEFAULT_LISTEN)?,
+            telemetry: TelemetrySettings::from_source(source)?,
+            redirect: RedirectSettings {
+                status,
+                cache_ttl: secs("KURZ_CACHE_TTL_SECS", vars.cache_ttl_secs, 3_600)?,
+                negative_cache_ttl: secs(
+                    "KURZ_NEGATIVE_CACHE_TTL_SECS",
+                    vars.negative_cache_ttl_secs,
+                    10,
+                )?,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_redirect_with_302_on_port_8080() {
+        let s = Settings::from_source(&Source::default()).expect("valid");
+        assert_eq!(s.redirect.status, StatusCode::FOUND);
+        assert_eq!(s.http.listen.port(), 8080);
+    }
+
+    #[test]
+    fn only_redirect_statuses_are_accepted() {
+        for ok in ["301", "302", "307", "308"] {
+            let s = Settings::from_source(&Source::from_vars([("KURZ_REDIRECT_STATUS", ok)]));
+            assert!(s.is_ok(), "{ok}");
+        }
+        let err = Settings::from_source(&Source::from_vars([("KURZ_REDIRECT_STATUS", "200")]))
+            .err()
+            .expect("must fail");
+        assert!(err.to_string().contains("KURZ_REDIRECT_STATUS"), "{err}");
+    }
+}

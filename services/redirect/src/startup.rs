@@ -1,0 +1,70 @@
+//! Building and running the redirect service.
+
+use std::future::Future;
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, guard, web};
+use anyhow::Context;
+use kurz_repository::{PgRepository, RedisCache};
+
+use crate::resolve::Resolver;
+use crate::routes::{self, State};
+use crate::settings::Settings;
+
+/// The redirect service, bound to its port and ready to run.
+#[allow(missing_debug_implementations)] // actix's `Server` is not `Debug`
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Checks the schema, builds the pools and binds the listener. Fails (and the binary
+    /// exits) if PostgreSQL is unreachable or behind this build's schema; Redis may be down.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let repo = PgRepository::new(&settings.database, "kurz-redirect")?;
+        repo.check_schema()
+            .await
+            .context("checking the database schema")?;
+        let cache = RedisCache::new(&settings.redis, settings.redirect.cache_ttl())?;
+        let state = web::Data::new(State {
+            resolver: Resolver::new(repo, cache),
+            status: settings.redirect.status,
+        });
+        let listener = TcpListener::bind(settings.http.listen)
+            .with_context(|| format!("binding {}", settings.http.listen))?;
+        let port = listener.local_addr()?.port();
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(kurz_http::request_tracing())
+                .app_data(state.clone())
+                .route("/healthz", web::get().to(kurz_http::healthz))
+                .route("/readyz", web::get().to(routes::readyz))
+                .route(
+                    "/{code}",
+                    web::route()
+                        .guard(guard::Any(guard::Get()).or(guard::Head()))
+                        .to(routes::redirect),
+                )
+                .default_service(web::to(routes::not_found))
+        })
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(kurz_http::SHUTDOWN_GRACE_SECS)
+        .run();
+        Ok(Self { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests and returns.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        kurz_http::run_until_stopped(self.server, shutdown).await
+    }
+}

@@ -1,0 +1,252 @@
+//! The Redis link cache.
+//!
+//! Keys are `kurz:link:{code}`. A value is either `-` (no such link: a negative entry) or
+//! `{expires_at as Unix milliseconds, or nothing}|{target URL}`. A hand-rolled format rather
+//! than JSON because it is read on every cache hit of the redirect path and the URL, the only
+//! free-form part, comes last, so it needs no escaping.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_redis::redis::{self, AsyncConnectionConfig};
+use deadpool_redis::{Manager, Pool, Runtime};
+use kurz_settings::RedisSettings;
+use secrecy::ExposeSecret;
+
+use crate::LinkCache;
+use crate::error::CacheError;
+use crate::model::CachedLink;
+
+const KEY_PREFIX: &str = "kurz:link:";
+const MISSING: &str = "-";
+
+/// How long entries live.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheTtl {
+    /// Live links. Bounds how long a missed invalidation (Redis down during a delete) can
+    /// serve a stale answer.
+    pub found: Duration,
+    /// Unknown codes. Short, so a code probed before its link existed soon resolves anyway.
+    pub missing: Duration,
+}
+
+/// [`LinkCache`] on Redis, through a small pool of multiplexed connections.
+#[derive(Clone)]
+pub struct RedisCache {
+    pool: Pool,
+    /// The whole budget of one call, pool wait included.
+    timeout: Duration,
+    ttl: CacheTtl,
+}
+
+impl std::fmt::Debug for RedisCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCache")
+            .field("timeout", &self.timeout)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisCache {
+    /// Builds the pool; no connection is opened until the first call.
+    pub fn new(settings: &RedisSettings, ttl: CacheTtl) -> Result<Self, CacheError> {
+        let connection = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(settings.command_timeout));
+        let manager = Manager::new_with_config(settings.url.expose_secret(), connection)
+            .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(settings.command_timeout))
+            .create_timeout(Some(settings.connect_timeout))
+            .recycle_timeout(Some(settings.command_timeout))
+            .build()
+            .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
+        Ok(Self {
+            pool,
+            timeout: settings.command_timeout,
+            ttl,
+        })
+    }
+
+    /// Runs one command within the call budget.
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, CacheError>
+    where
+        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let call = async {
+            let conn = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
+            f(conn)
+                .await
+                .map_err(|e| CacheError::Unavailable(Box::new(e)))
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| CacheError::Timeout(self.timeout))?
+    }
+}
+
+fn key(code: &str) -> String {
+    let mut key = String::with_capacity(KEY_PREFIX.len() + code.len());
+    key.push_str(KEY_PREFIX);
+    key.push_str(code);
+    key
+}
+
+fn encode(link: &CachedLink) -> String {
+    match link {
+        CachedLink::Missing => MISSING.to_owned(),
+        CachedLink::Found {
+            target_url,
+            expires_at,
+        } => {
+            let expires = expires_at
+                .map(|at| at.timestamp_millis().to_string())
+                .unwrap_or_default();
+            format!("{expires}|{target_url}")
+        }
+    }
+}
+
+fn decode(value: &str) -> Result<CachedLink, CacheError> {
+    if value == MISSING {
+        return Ok(CachedLink::Missing);
+    }
+    let (expires, target_url) = value.split_once('|').ok_or(CacheError::Corrupt)?;
+    let expires_at = if expires.is_empty() {
+        None
+    } else {
+        let millis: i64 = expires.parse().map_err(|_| CacheError::Corrupt)?;
+        Some(DateTime::<Utc>::from_timestamp_millis(millis).ok_or(CacheError::Corrupt)?)
+    };
+    Ok(CachedLink::Found {
+        target_url: target_url.to_owned(),
+        expires_at,
+    })
+}
+
+/// A link that expires soon is cached only until it expires (at least a second), so dead
+/// entries do not linger; a reader still checks the expiry, since it answers 410 past it.
+fn found_ttl(ttl: Duration, expires_at: Option<DateTime<Utc>>) -> Duration {
+    let until_expiry = match expires_at {
+        None => ttl,
+        // Already expired: negative, so `to_std` fails; keep the entry for the minimum.
+        Some(at) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+    };
+    ttl.min(until_expiry).max(Duration::from_secs(1))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl LinkCache for RedisCache {
+    async fn get(&self, code: &str) -> Result<Option<CachedLink>, CacheError> {
+        let key = key(code);
+        let value: Option<String> = self
+            .run(|mut conn| async move { redis::cmd("GET").arg(&key).query_async(&mut conn).await })
+            .await?;
+        value.as_deref().map(decode).transpose()
+    }
+
+    async fn put(&self, code: &str, link: &CachedLink) -> Result<(), CacheError> {
+        let ttl = match link {
+            CachedLink::Found { expires_at, .. } => found_ttl(self.ttl.found, *expires_at),
+            CachedLink::Missing => self.ttl.missing,
+        };
+        let (key, value) = (key(code), encode(link));
+        self.run(|mut conn| async move {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(&value)
+                .arg("PX")
+                .arg(millis(ttl))
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    async fn put_missing(&self, code: &str) -> Result<(), CacheError> {
+        let key = key(code);
+        let ttl = millis(self.ttl.missing);
+        // NX: a create that cached the new link between our database miss and this write wins.
+        self.run(|mut conn| async move {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(MISSING)
+                .arg("PX")
+                .arg(ttl)
+                .arg("NX")
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    async fn remove(&self, code: &str) -> Result<(), CacheError> {
+        let key = key(code);
+        self.run(|mut conn| async move {
+            redis::cmd("DEL")
+                .arg(&key)
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), CacheError> {
+        self.run(|mut conn| async move { redis::cmd("PING").query_async::<()>(&mut conn).await })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip() {
+        let at = DateTime::<Utc>::from_timestamp_millis(1_900_000_000_123).expect("valid");
+        for link in [
+            CachedLink::Missing,
+            CachedLink::Found {
+                target_url: "https://example.com/a|b?c=d".into(),
+                expires_at: Some(at),
+            },
+            CachedLink::Found {
+                target_url: "https://example.com/".into(),
+                expires_at: None,
+            },
+        ] {
+            assert_eq!(decode(&encode(&link)).expect("decodes"), link);
+        }
+    }
+
+    #[test]
+    fn garbage_is_reported_as_corrupt() {
+        assert!(matches!(decode("no separator"), Err(CacheError::Corrupt)));
+        assert!(matches!(
+            decode("soon|https://x.example/"),
+            Err(CacheError::Corrupt)
+        ));
+    }
+
+    #[test]
+    fn soon_expiring_links_get_a_shorter_ttl() {
+        let hour = Duration::from_secs(3600);
+        let soon = Utc::now() + chrono::Duration::seconds(60);
+        assert!(found_ttl(hour, Some(soon)) <= Duration::from_secs(60));
+        assert_eq!(found_ttl(hour, None), hour);
+        let past = Utc::now() - chrono::Duration::seconds(60);
+        assert_eq!(found_ttl(hour, Some(past)), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,93 @@
+//! Errors of the data layer. They say what failed, never how to answer a client: each service
+//! maps them to HTTP in one place.
+
+use deadpool_postgres::PoolError;
+use tokio_postgres::error::SqlState;
+
+/// A PostgreSQL operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// PostgreSQL could not be reached or did not answer in time: connection refused or reset,
+    /// pool wait or connect timeout, `statement_timeout`, server shutting down or starting.
+    /// Worth retrying later; the only kind a circuit breaker should count.
+    #[error("PostgreSQL is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The code or alias is already taken (issued, or used by a link).
+    #[error("the code is already taken")]
+    CodeTaken,
+    /// The database is at an older schema than this binary needs.
+    #[error(
+        "the database schema is at version {found} but this binary needs version {needed}; \
+         run `kurz-keypool migrate` first"
+    )]
+    SchemaOutdated { found: i64, needed: i64 },
+    /// Applying migrations failed.
+    #[error("applying migrations failed")]
+    Migration(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Any other database error: a bug or a broken invariant, not an outage.
+    #[error("database error")]
+    Database(#[source] tokio_postgres::Error),
+}
+
+impl RepoError {
+    /// Whether this failure is about availability (retry later) rather than about the request.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+impl From<tokio_postgres::Error> for RepoError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+            Self::CodeTaken
+        } else if is_availability_failure(&e) {
+            Self::Unavailable(Box::new(e))
+        } else {
+            Self::Database(e)
+        }
+    }
+}
+
+impl From<PoolError> for RepoError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            // The backend error of a pool is a failed connect; everything else in a pool error
+            // (timeouts, a closed pool, a failed post-create hook) is about availability too.
+            PoolError::Backend(e) => Self::from(e),
+            other => Self::Unavailable(Box::new(other)),
+        }
+    }
+}
+
+/// Connection-level failures and server states that say "not now" rather than "not this".
+fn is_availability_failure(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        // No SQLSTATE: the failure happened below SQL (I/O, connect, protocol), so it is the
+        // connection, not the statement.
+        None => true,
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") // connection exception
+                || code.starts_with("53") // insufficient resources (too many connections)
+                || code.starts_with("57P") // admin/crash shutdown, cannot connect now
+                || code == SqlState::QUERY_CANCELED.code() // statement_timeout
+                || code == SqlState::T_R_SERIALIZATION_FAILURE.code()
+                || code == SqlState::T_R_DEADLOCK_DETECTED.code()
+                || code == SqlState::READ_ONLY_SQL_TRANSACTION.code() // failover in progress
+        }
+    }
+}
+
+/// A Redis cache operation failed. Callers log it and carry on without the cache.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("Redis is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("unreadable cache entry")]
+    Corrupt,
+}

@@ -1,0 +1,96 @@
+#![doc = include_str!("../README.md")]
+//! # Layout
+//! - [`model`]: domain types (`Link`, `NewLink`, `CachedLink`).
+//! - [`codes`]: the code alphabet, code checks and random key generation.
+//! - [`error`]: `RepoError` (PostgreSQL) and `CacheError` (Redis); neither knows HTTP.
+//! - [`postgres`]: the pool, migrations, the schema check and the SQL of links and keys.
+//! - [`cache`]: the Redis link cache.
+//! - The traits below are what services program against, so a decorator (a circuit breaker,
+//!   a metrics layer) or another backend can stand in without touching a handler.
+
+pub mod cache;
+pub mod codes;
+pub mod error;
+pub mod model;
+pub mod postgres;
+
+use std::future::Future;
+
+pub use cache::RedisCache;
+pub use error::{CacheError, RepoError};
+pub use model::{CachedLink, Link, NewLink, RefillReport};
+pub use postgres::PgRepository;
+
+/// Durable link storage: PostgreSQL, the source of truth.
+pub trait LinkRepository: Send + Sync + 'static {
+    /// Stores a link under a code already claimed from the key pool. Returns once committed.
+    fn insert_with_key(
+        &self,
+        code: &str,
+        link: &NewLink,
+    ) -> impl Future<Output = Result<Link, RepoError>> + Send;
+
+    /// Stores a link under a custom alias, reserving the alias and removing it from the key pool
+    /// in the same transaction. [`RepoError::CodeTaken`] if any link or claim has it already.
+    fn insert_with_alias(
+        &self,
+        alias: &str,
+        link: &NewLink,
+    ) -> impl Future<Output = Result<Link, RepoError>> + Send;
+
+    /// The live (not deleted) link with this code, expired or not.
+    fn find(&self, code: &str) -> impl Future<Output = Result<Option<Link>, RepoError>> + Send;
+
+    /// Deletes a live link; `false` if there was none. The code stays reserved forever.
+    fn delete(&self, code: &str) -> impl Future<Output = Result<bool, RepoError>> + Send;
+
+    /// One cheap round trip, for readiness checks.
+    fn ping(&self) -> impl Future<Output = Result<(), RepoError>> + Send;
+}
+
+/// The pool of unused keys.
+pub trait KeyRepository: Send + Sync + 'static {
+    /// Claims up to `count` unused keys in one round trip. Claimed keys are recorded as issued
+    /// before this returns, so they are never handed out again, even if the caller crashes.
+    fn claim_keys(
+        &self,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<String>, RepoError>> + Send;
+
+    /// Number of unused keys in the pool.
+    fn pool_depth(&self) -> impl Future<Output = Result<u64, RepoError>> + Send;
+
+    /// Generates `count` random keys of `length` characters and adds those not already in the
+    /// pool or issued, in bulk (`COPY`).
+    fn refill(
+        &self,
+        count: u64,
+        length: usize,
+    ) -> impl Future<Output = Result<RefillReport, RepoError>> + Send;
+}
+
+/// A cache in front of [`LinkRepository::find`]. Every method may fail, and callers treat a
+/// failure as a miss: the cache is never the only copy of anything.
+pub trait LinkCache: Send + Sync + 'static {
+    /// `Ok(None)`: not cached. `Ok(Some(CachedLink::Missing))`: cached as unknown.
+    fn get(
+        &self,
+        code: &str,
+    ) -> impl Future<Output = Result<Option<CachedLink>, CacheError>> + Send;
+
+    /// Caches a live link.
+    fn put(
+        &self,
+        code: &str,
+        link: &CachedLink,
+    ) -> impl Future<Output = Result<(), CacheError>> + Send;
+
+    /// Caches "no such link", unless the code was cached as a link meanwhile.
+    fn put_missing(&self, code: &str) -> impl Future<Output = Result<(), CacheError>> + Send;
+
+    /// Forgets a code.
+    fn remove(&self, code: &str) -> impl Future<Output = Result<(), CacheError>> + Send;
+
+    /// One cheap round trip, for readiness checks.
+    fn ping(&self) -> impl Future<Output = Result<(), CacheError>> + Send;
+}

@@ -1,0 +1,71 @@
+//! Domain types.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+/// A stored short link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub code: String,
+    /// The normalized target: what was stored is exactly what is redirected to.
+    pub target_url: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Link {
+    pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// What a client asks to store; validated by the create service before it gets here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLink {
+    pub target_url: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// What the cache holds for a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CachedLink {
+    /// A live link (possibly expired since it was cached; the reader checks).
+    Found {
+        target_url: String,
+        expires_at: Option<DateTime<Utc>>,
+    },
+    /// No live link has this code (negative cache entry).
+    Missing,
+}
+
+impl From<&Link> for CachedLink {
+    fn from(link: &Link) -> Self {
+        Self::Found {
+            target_url: link.target_url.clone(),
+            expires_at: link.expires_at,
+        }
+    }
+}
+
+/// The outcome of one bulk refill of the key pool.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RefillReport {
+    /// Keys generated and sent.
+    pub generated: u64,
+    /// Keys that were new and went into the pool (the rest already existed).
+    pub inserted: u64,
+    pub elapsed: Duration,
+}
+
+impl RefillReport {
+    /// Keys added per second.
+    pub fn rate(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.inserted as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}

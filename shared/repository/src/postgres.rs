@@ -1,0 +1,336 @@
+//! PostgreSQL: the pool, migrations, the schema check, and the SQL of links and keys.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::SinkExt;
+use kurz_settings::DatabaseSettings;
+use secrecy::ExposeSecret;
+use tokio_postgres::{NoTls, Row};
+
+use crate::codes::generate_keys_into;
+use crate::error::RepoError;
+use crate::model::{Link, NewLink, RefillReport};
+use crate::{KeyRepository, LinkRepository};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Arbitrary but fixed key of the advisory lock that serializes concurrent `migrate` runs.
+const MIGRATION_LOCK_KEY: i64 = 0x6b75_727a_6d69_6772; // "kurzmigr"
+
+/// Keys sent to PostgreSQL per COPY chunk: large enough to amortize the round trip, small enough
+/// to keep the generation buffer around a megabyte.
+const REFILL_CHUNK: usize = 100_000;
+
+/// The schema version this build needs: the newest embedded migration.
+pub fn required_schema_version() -> i64 {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| i64::from(m.version()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Applies every pending migration. Safe to run from several processes at once: they queue on
+/// an advisory lock, and the later ones find nothing to do.
+#[tracing::instrument(skip_all, err)]
+pub async fn migrate(settings: &DatabaseSettings) -> Result<(), RepoError> {
+    let mut client = connect_direct(settings).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
+    let report = embedded::migrations::runner()
+        .set_abort_divergent(true)
+        .run_async(&mut client)
+        .await
+        .map_err(|e| RepoError::Migration(Box::new(e)));
+    // The lock dies with the session anyway; unlocking just lets the next runner go sooner.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await;
+    for migration in report?.applied_migrations() {
+        tracing::info!(
+            version = migration.version(),
+            name = migration.name(),
+            "migration applied"
+        );
+    }
+    Ok(())
+}
+
+/// A single connection outside any pool, for migrations and tools.
+pub async fn connect_direct(
+    settings: &DatabaseSettings,
+) -> Result<tokio_postgres::Client, RepoError> {
+    let (client, connection) = pg_config(settings, "kurz-migrate")?.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "PostgreSQL connection ended with an error");
+        }
+    });
+    Ok(client)
+}
+
+fn pg_config(
+    settings: &DatabaseSettings,
+    application_name: &str,
+) -> Result<tokio_postgres::Config, RepoError> {
+    let mut config: tokio_postgres::Config = settings
+        .url
+        .expose_secret()
+        .parse()
+        .map_err(|e| RepoError::Unavailable(Box::new(e)))?;
+    config
+        .application_name(application_name)
+        .connect_timeout(settings.connect_timeout)
+        // Keepalives find connections whose peer vanished without a FIN (a dead host, a
+        // dropped NAT entry), which would otherwise hang until the statement timeout.
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30))
+        .options(format!(
+            "-c statement_timeout={}",
+            settings.statement_timeout.as_millis()
+        ));
+    Ok(config)
+}
+
+/// Links and keys in PostgreSQL, behind a deadpool connection pool.
+#[derive(Clone, Debug)]
+pub struct PgRepository {
+    pool: Pool,
+}
+
+impl PgRepository {
+    /// Builds the pool. No connection is opened yet: call [`Self::check_schema`] at start.
+    pub fn new(settings: &DatabaseSettings, application_name: &str) -> Result<Self, RepoError> {
+        let manager = Manager::from_config(
+            pg_config(settings, application_name)?,
+            NoTls,
+            // `Fast` only checks whether the client noticed its connection closing; a
+            // connection the server killed is then found on its first query, which fails as
+            // `Unavailable`, and the pool replaces it.
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .runtime(Runtime::Tokio1)
+            // deadpool waits forever by default; a request must never.
+            .wait_timeout(Some(settings.pool_timeout))
+            .create_timeout(Some(settings.connect_timeout))
+            .recycle_timeout(Some(settings.connect_timeout))
+            .build()
+            .map_err(|e| RepoError::Unavailable(Box::new(e)))?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Fails with [`RepoError::SchemaOutdated`] if the database is behind this build. A newer
+    /// schema is accepted: migrations are written to be compatible with the previous release,
+    /// so a rolling deploy can migrate first.
+    #[tracing::instrument(skip_all, err)]
+    pub async fn check_schema(&self) -> Result<(), RepoError> {
+        let client = self.pool.get().await?;
+        let history_exists: bool = client
+            .query_one(
+                "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+                &[],
+            )
+            .await?
+            .get(0);
+        let found: i64 = if history_exists {
+            client
+                .query_one(
+                    "SELECT COALESCE(MAX(version), 0)::int8 FROM refinery_schema_history",
+                    &[],
+                )
+                .await?
+                .get(0)
+        } else {
+            0
+        };
+        let needed = required_schema_version();
+        if found < needed {
+            return Err(RepoError::SchemaOutdated { found, needed });
+        }
+        Ok(())
+    }
+
+    /// Removes dead rows left by claims, so claims keep reading a clean head of the index.
+    #[tracing::instrument(skip_all, err)]
+    pub async fn vacuum_key_pool(&self) -> Result<(), RepoError> {
+        let client = self.pool.get().await?;
+        client.batch_execute("VACUUM (ANALYZE) key_pool").await?;
+        Ok(())
+    }
+}
+
+fn link_from_row(row: &Row) -> Link {
+    Link {
+        code: row.get("code"),
+        target_url: row.get("target_url"),
+        created_at: row.get("created_at"),
+        expires_at: row.get("expires_at"),
+    }
+}
+
+const INSERT_WITH_KEY: &str = "\
+    INSERT INTO links (code, target_url, expires_at) \
+    VALUES ($1, $2, $3) \
+    RETURNING code, target_url, created_at, expires_at";
+
+// One statement, so one round trip and one transaction:
+// - reserve the alias in issued_codes; ON CONFLICT DO NOTHING returns no row when anything
+//   (a link, a claimed pool key, a concurrent alias) has it, and then nothing else happens;
+// - take it out of the pool if a refill had generated it, so no instance can claim it later
+//   (a claim that raced us anyway loses at issued_codes);
+// - insert the link.
+const INSERT_WITH_ALIAS: &str = "\
+    WITH reserved AS ( \
+        INSERT INTO issued_codes (code) VALUES ($1) \
+        ON CONFLICT (code) DO NOTHING \
+        RETURNING code \
+    ), unpooled AS ( \
+        DELETE FROM key_pool WHERE code IN (SELECT code FROM reserved) \
+    ) \
+    INSERT INTO links (code, target_url, expires_at) \
+    SELECT code, $2, $3 FROM reserved \
+    RETURNING code, target_url, created_at, expires_at";
+
+const FIND_LIVE: &str = "\
+    SELECT code, target_url, created_at, expires_at \
+    FROM links WHERE code = $1 AND deleted_at IS NULL";
+
+const SOFT_DELETE: &str = "\
+    UPDATE links SET deleted_at = now() \
+    WHERE code = $1 AND deleted_at IS NULL";
+
+// Claims a batch in one round trip:
+// - FOR UPDATE SKIP LOCKED lets any number of instances claim at once without waiting on, or
+//   double-claiming, each other's rows; = ANY(ARRAY(..)) pins the LIMIT to the locked subset;
+// - the claimed keys move to issued_codes in the same statement, so once this commits they
+//   are never handed out again, whatever happens to the claimer. ON CONFLICT DO NOTHING drops
+//   a key that an alias reserved meanwhile: only keys whose insert succeeded come back.
+const CLAIM_KEYS: &str = "\
+    WITH claimed AS ( \
+        DELETE FROM key_pool \
+        WHERE id = ANY(ARRAY( \
+            SELECT id FROM key_pool ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED \
+        )) \
+        RETURNING code \
+    ) \
+    INSERT INTO issued_codes (code) SELECT code FROM claimed \
+    ON CONFLICT (code) DO NOTHING \
+    RETURNING code";
+
+// Candidates are staged in a temporary table first, because a plain COPY into key_pool would
+// abort the whole batch on the first duplicate. The NOT EXISTS skips codes already issued;
+// ON CONFLICT skips codes already pooled and duplicates within the batch.
+const REFILL_STAGE: &str = "\
+    CREATE TEMPORARY TABLE key_candidates (code text COLLATE \"C\" NOT NULL) ON COMMIT DROP";
+const REFILL_COPY: &str = "COPY key_candidates (code) FROM STDIN";
+const REFILL_INSERT: &str = "\
+    INSERT INTO key_pool (code) \
+    SELECT c.code FROM key_candidates c \
+    WHERE NOT EXISTS (SELECT 1 FROM issued_codes i WHERE i.code = c.code) \
+    ON CONFLICT (code) DO NOTHING";
+
+impl LinkRepository for PgRepository {
+    #[tracing::instrument(skip_all, err(level = "warn"))]
+    async fn insert_with_key(&self, code: &str, link: &NewLink) -> Result<Link, RepoError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(INSERT_WITH_KEY).await?;
+        let row = client
+            .query_one(&stmt, &[&code, &link.target_url, &link.expires_at])
+            .await?;
+        Ok(link_from_row(&row))
+    }
+
+    #[tracing::instrument(skip_all, err(level = "warn"))]
+    async fn insert_with_alias(&self, alias: &str, link: &NewLink) -> Result<Link, RepoError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(INSERT_WITH_ALIAS).await?;
+        let row = client
+            .query_opt(&stmt, &[&alias, &link.target_url, &link.expires_at])
+            .await?;
+        row.as_ref().map(link_from_row).ok_or(RepoError::CodeTaken)
+    }
+
+    #[tracing::instrument(skip_all, err(level = "warn"))]
+    async fn find(&self, code: &str) -> Result<Option<Link>, RepoError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(FIND_LIVE).await?;
+        let row = client.query_opt(&stmt, &[&code]).await?;
+        Ok(row.as_ref().map(link_from_row))
+    }
+
+    #[tracing::instrument(skip_all, err(level = "warn"))]
+    async fn delete(&self, code: &str) -> Result<bool, RepoError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(SOFT_DELETE).await?;
+        Ok(client.execute(&stmt, &[&code]).await? == 1)
+    }
+
+    async fn ping(&self) -> Result<(), RepoError> {
+        let client = self.pool.get().await?;
+        client.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+}
+
+impl KeyRepository for PgRepository {
+    #[tracing::instrument(skip_all, fields(count), err(level = "warn"))]
+    async fn claim_keys(&self, count: usize) -> Result<Vec<String>, RepoError> {
+        let limit = i64::try_from(count).unwrap_or(i64::MAX);
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(CLAIM_KEYS).await?;
+        let rows = client.query(&stmt, &[&limit]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn pool_depth(&self) -> Result<u64, RepoError> {
+        let client = self.pool.get().await?;
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM key_pool", &[])
+            .await?
+            .get(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    #[tracing::instrument(skip_all, fields(count, length), err)]
+    async fn refill(&self, count: u64, length: usize) -> Result<RefillReport, RepoError> {
+        let started = Instant::now();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(REFILL_STAGE).await?;
+        let sink = tx.copy_in::<_, Bytes>(REFILL_COPY).await?;
+        futures_util::pin_mut!(sink);
+        let mut remaining = count;
+        let mut chunk = String::new();
+        while remaining > 0 {
+            let n = remaining.min(REFILL_CHUNK as u64);
+            chunk.clear();
+            // Generation is CPU work between awaits; a chunk takes a few milliseconds, short
+            // enough not to starve other tasks on the runtime.
+            generate_keys_into(&mut chunk, n as usize, length);
+            sink.send(Bytes::copy_from_slice(chunk.as_bytes())).await?;
+            remaining -= n;
+        }
+        sink.as_mut().finish().await?;
+        let inserted = tx.execute(REFILL_INSERT, &[]).await?;
+        tx.commit().await?;
+        Ok(RefillReport {
+            generated: count,
+            inserted,
+            elapsed: started.elapsed(),
+        })
+    }
+}

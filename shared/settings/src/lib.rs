@@ -1,0 +1,52 @@
+#![doc = include_str!("../README.md")]
+//! # Layout
+//! - [`source`]: where settings come from (`KURZ_*` environment variables, or a map in tests).
+//! - [`database`], [`redis`], [`telemetry`], [`http`]: the groups of settings the binaries share.
+//! - [`SettingsError`]: what stops a binary at start, naming the variable at fault.
+
+pub mod database;
+pub mod http;
+pub mod redis;
+pub mod source;
+pub mod telemetry;
+
+use std::time::Duration;
+
+pub use database::DatabaseSettings;
+pub use http::HttpSettings;
+pub use redis::RedisSettings;
+pub use source::Source;
+pub use telemetry::{LogFormat, TelemetrySettings};
+
+/// A setting that could not be read or is out of range. The message names the variable, so an
+/// operator can fix it without reading code.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A variable has the wrong type or shape (figment names the key).
+    #[error("invalid settings: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A variable parsed but its value is not allowed.
+    #[error("invalid value for {variable}: {reason}")]
+    Invalid {
+        variable: &'static str,
+        reason: String,
+    },
+}
+
+impl SettingsError {
+    pub fn invalid(variable: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            variable,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Milliseconds as written in a variable, checked to be positive: a zero timeout would make
+/// every call fail, which is never what an operator meant.
+pub fn positive_millis(variable: &'static str, millis: u64) -> Result<Duration, SettingsError> {
+    if millis == 0 {
+        return Err(SettingsError::invalid(variable, "must be greater than 0"));
+    }
+    Ok(Duration::from_millis(millis))
+}

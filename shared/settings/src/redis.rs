@@ -1,0 +1,63 @@
+//! Redis connection settings.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::{SettingsError, Source, positive_millis};
+
+/// Default for the local stack (`infra/local/run`).
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:56379";
+
+/// How a service reaches its Redis cache. Redis is only ever a cache, so its budgets are small:
+/// a slow Redis must cost a request milliseconds, not seconds.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `KURZ_REDIS_URL`, a `redis://` URL (default: the local stack's).
+    pub url: SecretString,
+    /// `KURZ_REDIS_POOL_SIZE`: multiplexed connections per process (default 4; each one carries
+    /// many requests at once, so a handful is plenty).
+    pub pool_size: usize,
+    /// `KURZ_REDIS_CONNECT_TIMEOUT_MS` (default 500 ms).
+    pub connect_timeout: Duration,
+    /// `KURZ_REDIS_COMMAND_TIMEOUT_MS`: the whole budget of one cache call, pool wait included
+    /// (default 100 ms).
+    pub command_timeout: Duration,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Vars {
+    redis_url: Option<SecretString>,
+    redis_pool_size: Option<usize>,
+    redis_connect_timeout_ms: Option<u64>,
+    redis_command_timeout_ms: Option<u64>,
+}
+
+impl RedisSettings {
+    pub fn from_source(source: &Source) -> Result<Self, SettingsError> {
+        let vars: Vars = source.extract()?;
+        let pool_size = vars.redis_pool_size.unwrap_or(4);
+        if pool_size == 0 {
+            return Err(SettingsError::invalid(
+                "KURZ_REDIS_POOL_SIZE",
+                "must be at least 1",
+            ));
+        }
+        Ok(Self {
+            url: vars
+                .redis_url
+                .unwrap_or_else(|| SecretString::from(DEFAULT_REDIS_URL)),
+            pool_size,
+            connect_timeout: positive_millis(
+                "KURZ_REDIS_CONNECT_TIMEOUT_MS",
+                vars.redis_connect_timeout_ms.unwrap_or(500),
+            )?,
+            command_timeout: positive_millis(
+                "KURZ_REDIS_COMMAND_TIMEOUT_MS",
+                vars.redis_command_timeout_ms.unwrap_or(100),
+            )?,
+        })
+    }
+}

@@ -1,0 +1,101 @@
+#![doc = include_str!("../README.md")]
+//! # Layout
+//! - [`postgres`]: a throwaway PostgreSQL server (initdb once per machine, copied per server).
+//! - [`redis`]: a throwaway Redis server.
+//! - [`process`]: starting, signalling and reaping server processes; free ports.
+//! - [`TestEnv`]: both servers plus a per-test database copied from a migrated template, and
+//!   the `KURZ_*` variables that point a service at them.
+
+pub mod postgres;
+pub mod process;
+pub mod redis;
+
+use std::sync::Once;
+
+use kurz_settings::Source;
+
+pub use crate::postgres::{PostgresServer, ShutdownMode};
+pub use crate::redis::RedisServer;
+
+/// Name of the migrated template every test database is copied from.
+pub const TEMPLATE_DATABASE: &str = "kurz_template";
+
+/// Real PostgreSQL and Redis servers for one test, on free loopback ports, gone when dropped.
+#[derive(Debug)]
+pub struct TestEnv {
+    pub postgres: PostgresServer,
+    pub redis: RedisServer,
+    database: String,
+}
+
+impl TestEnv {
+    /// Starts both servers, migrates the template database and gives this test its own copy.
+    pub async fn start() -> Self {
+        init_tracing();
+        let (postgres, redis) = tokio::join!(PostgresServer::start(), RedisServer::start());
+        postgres.create_migrated_template(TEMPLATE_DATABASE).await;
+        let database = format!(
+            "test_{}",
+            kurz_repository::codes::generate_key(12).to_lowercase()
+        );
+        postgres
+            .create_database_from(&database, TEMPLATE_DATABASE)
+            .await;
+        Self {
+            postgres,
+            redis,
+            database,
+        }
+    }
+
+    pub fn database_url(&self) -> String {
+        self.postgres.url(&self.database)
+    }
+
+    pub fn redis_url(&self) -> String {
+        self.redis.url()
+    }
+
+    /// `KURZ_*` variables for a service under test: this env's servers, a free port, human
+    /// logs. Tests add or override with [`Source::with`].
+    pub fn source(&self) -> Source {
+        Source::from_vars([
+            ("KURZ_DATABASE_URL", self.database_url()),
+            ("KURZ_REDIS_URL", self.redis_url()),
+            ("KURZ_LISTEN", "127.0.0.1:0".to_owned()),
+            ("KURZ_PUBLIC_BASE_URL", "http://kurz.test".to_owned()),
+        ])
+    }
+
+    /// A direct client on this test's database, for arranging and asserting.
+    pub async fn sql(&self) -> tokio_postgres::Client {
+        self.postgres.client(&self.database).await
+    }
+
+    /// A direct Redis connection, for arranging and asserting.
+    pub async fn redis_conn(&self) -> deadpool_redis::redis::aio::MultiplexedConnection {
+        self.redis.connection().await
+    }
+}
+
+/// An HTTP client that does not follow redirects (tests assert on the 3xx itself).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("building the test HTTP client")
+}
+
+/// Logs from the code under test, shown when `TEST_LOG` is set (`TEST_LOG=debug`).
+pub fn init_tracing() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
