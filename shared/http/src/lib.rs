@@ -54,8 +54,10 @@ pub async fn run_until_stopped(
     tokio::select! {
         result = &mut server => result,
         () = shutdown => {
-            handle.stop(true).await;
-            server.await
+            // The stop command is carried out by the server future itself, so both must be
+            // polled together: awaiting the handle alone would wait forever.
+            let ((), result) = tokio::join!(handle.stop(true), &mut server);
+            result
         }
     }
 }

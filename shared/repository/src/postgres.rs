@@ -171,6 +171,33 @@ impl PgRepository {
         client.batch_execute("VACUUM (ANALYZE) key_pool").await?;
         Ok(())
     }
+
+    /// Adds candidate keys to the pool, skipping those already pooled or issued; each chunk is
+    /// newline-separated keys (COPY text format). One transaction: all new keys or none.
+    pub async fn add_candidates(
+        &self,
+        chunks: impl Iterator<Item = String>,
+    ) -> Result<RefillReport, RepoError> {
+        let started = Instant::now();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(REFILL_STAGE).await?;
+        let sink = tx.copy_in::<_, Bytes>(REFILL_COPY).await?;
+        futures_util::pin_mut!(sink);
+        let mut generated = 0;
+        for chunk in chunks {
+            generated += chunk.bytes().filter(|&b| b == b'\n').count() as u64;
+            sink.send(Bytes::from(chunk)).await?;
+        }
+        sink.as_mut().finish().await?;
+        let inserted = tx.execute(REFILL_INSERT, &[]).await?;
+        tx.commit().await?;
+        Ok(RefillReport {
+            generated,
+            inserted,
+            elapsed: started.elapsed(),
+        })
+    }
 }
 
 fn link_from_row(row: &Row) -> Link {
@@ -234,7 +261,10 @@ const CLAIM_KEYS: &str = "\
 // Candidates are staged in a temporary table first, because a plain COPY into key_pool would
 // abort the whole batch on the first duplicate. The NOT EXISTS skips codes already issued;
 // ON CONFLICT skips codes already pooled and duplicates within the batch.
+// A bulk refill is background work that legitimately runs longer than any request may, so it
+// gets its own bound instead of the request-path statement_timeout.
 const REFILL_STAGE: &str = "\
+    SET LOCAL statement_timeout = '300s'; \
     CREATE TEMPORARY TABLE key_candidates (code text COLLATE \"C\" NOT NULL) ON COMMIT DROP";
 const REFILL_COPY: &str = "COPY key_candidates (code) FROM STDIN";
 const REFILL_INSERT: &str = "\
@@ -307,30 +337,19 @@ impl KeyRepository for PgRepository {
 
     #[tracing::instrument(skip_all, fields(count, length), err)]
     async fn refill(&self, count: u64, length: usize) -> Result<RefillReport, RepoError> {
-        let started = Instant::now();
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        tx.batch_execute(REFILL_STAGE).await?;
-        let sink = tx.copy_in::<_, Bytes>(REFILL_COPY).await?;
-        futures_util::pin_mut!(sink);
         let mut remaining = count;
-        let mut chunk = String::new();
-        while remaining > 0 {
+        let chunks = std::iter::from_fn(move || {
+            if remaining == 0 {
+                return None;
+            }
             let n = remaining.min(REFILL_CHUNK as u64);
-            chunk.clear();
-            // Generation is CPU work between awaits; a chunk takes a few milliseconds, short
-            // enough not to starve other tasks on the runtime.
-            generate_keys_into(&mut chunk, n as usize, length);
-            sink.send(Bytes::copy_from_slice(chunk.as_bytes())).await?;
             remaining -= n;
-        }
-        sink.as_mut().finish().await?;
-        let inserted = tx.execute(REFILL_INSERT, &[]).await?;
-        tx.commit().await?;
-        Ok(RefillReport {
-            generated: count,
-            inserted,
-            elapsed: started.elapsed(),
-        })
+            // Generation is CPU work between awaits; a chunk takes milliseconds, short
+            // enough not to starve other tasks on the runtime.
+            let mut chunk = String::new();
+            generate_keys_into(&mut chunk, n as usize, length);
+            Some(chunk)
+        });
+        self.add_candidates(chunks).await
     }
 }

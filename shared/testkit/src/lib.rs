@@ -1,11 +1,13 @@
 #![doc = include_str!("../README.md")]
 //! # Layout
+//! - [`app`]: [`RunningApp`], a service running in-process on port 0, stopped when dropped.
 //! - [`postgres`]: a throwaway PostgreSQL server (initdb once per machine, copied per server).
 //! - [`redis`]: a throwaway Redis server.
 //! - [`process`]: starting, signalling and reaping server processes; free ports.
 //! - [`TestEnv`]: both servers plus a per-test database copied from a migrated template, and
 //!   the `KURZ_*` variables that point a service at them.
 
+pub mod app;
 pub mod postgres;
 pub mod process;
 pub mod redis;
@@ -14,6 +16,7 @@ use std::sync::Once;
 
 use kurz_settings::Source;
 
+pub use crate::app::{RunningApp, Shutdown};
 pub use crate::postgres::{PostgresServer, ShutdownMode};
 pub use crate::redis::RedisServer;
 

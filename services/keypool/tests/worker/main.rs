@@ -1,0 +1,208 @@
+//! The key-pool worker against real PostgreSQL.
+
+use std::collections::HashSet;
+
+use kurz_keypool::{RefillOutcome, Settings, Worker};
+use kurz_repository::{KeyRepository, RepoError};
+use kurz_testkit::TestEnv;
+
+async fn worker(env: &TestEnv, low: u64, high: u64) -> Worker {
+    let source = env
+        .source()
+        .with("KURZ_POOL_LOW_WATERMARK", low.to_string())
+        .with("KURZ_POOL_HIGH_WATERMARK", high.to_string());
+    let settings = Settings::from_source(&source).expect("valid settings");
+    Worker::build(&settings).await.expect("worker starts")
+}
+
+async fn count(env: &TestEnv, sql: &str) -> i64 {
+    env.sql()
+        .await
+        .query_one(sql, &[])
+        .await
+        .expect("query")
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_refill_step_fills_a_low_pool_up_to_the_high_watermark() {
+    let env = TestEnv::start().await;
+    let worker = worker(&env, 500, 2_000).await;
+
+    let outcome = worker.refill_once().await.expect("refill");
+
+    let RefillOutcome::Refilled {
+        depth_before,
+        report,
+    } = outcome
+    else {
+        panic!("expected a refill, got {outcome:?}");
+    };
+    assert_eq!(depth_before, 0);
+    assert_eq!(report.inserted, 2_000);
+    assert_eq!(count(&env, "SELECT count(*) FROM key_pool").await, 2_000);
+    let well_formed = count(
+        &env,
+        "SELECT count(*) FROM key_pool WHERE code ~ '^[A-Za-z0-9]{7}$'",
+    )
+    .await;
+    assert_eq!(well_formed, 2_000, "keys are 7 characters of base62");
+}
+
+#[tokio::test]
+async fn a_refill_step_leaves_a_pool_above_the_low_watermark_alone() {
+    let env = TestEnv::start().await;
+    let worker = worker(&env, 500, 2_000).await;
+    worker.add_keys(600).await.expect("seed");
+
+    let outcome = worker.refill_once().await.expect("refill");
+
+    assert_eq!(outcome, RefillOutcome::Sufficient { depth: 600 });
+    assert_eq!(count(&env, "SELECT count(*) FROM key_pool").await, 600);
+}
+
+#[tokio::test]
+async fn a_refill_skips_keys_already_pooled_issued_or_repeated() {
+    let env = TestEnv::start().await;
+    let worker = worker(&env, 10, 20).await;
+    env.sql()
+        .await
+        .batch_execute(
+            "INSERT INTO issued_codes (code) VALUES ('Issued1');
+             INSERT INTO key_pool (code) VALUES ('Pooled1');",
+        )
+        .await
+        .expect("arrange");
+
+    let chunks = [
+        "Issued1\nPooled1\nFresh01\n".to_owned(),
+        "Fresh01\nFresh02\n".to_owned(),
+    ];
+    let report = worker
+        .repository()
+        .add_candidates(chunks.into_iter())
+        .await
+        .expect("add");
+
+    assert_eq!(report.generated, 5);
+    assert_eq!(report.inserted, 2, "only Fresh01 and Fresh02 are new");
+    let pooled: Vec<String> = env
+        .sql()
+        .await
+        .query("SELECT code FROM key_pool ORDER BY code", &[])
+        .await
+        .expect("query")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(pooled, ["Fresh01", "Fresh02", "Pooled1"]);
+}
+
+#[tokio::test]
+async fn a_million_keys_refill_in_one_step_and_report_their_rate() {
+    let env = TestEnv::start().await;
+    let worker = worker(&env, 999_999, 1_000_000).await;
+
+    let outcome = worker.refill_once().await.expect("refill");
+
+    let RefillOutcome::Refilled { report, .. } = outcome else {
+        panic!("expected a refill, got {outcome:?}");
+    };
+    println!(
+        "refilled {} keys in {:.2} s: {:.0} keys/s (debug build)",
+        report.inserted,
+        report.elapsed.as_secs_f64(),
+        report.rate()
+    );
+    assert_eq!(report.generated, 1_000_000);
+    // Collisions among a million random 7-character keys are possible but vanishingly rare.
+    assert!(report.inserted >= 999_990, "{report:?}");
+    assert!(report.rate() > 0.0);
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM key_pool").await,
+        report.inserted as i64
+    );
+}
+
+#[tokio::test]
+async fn concurrent_claims_never_hand_out_a_key_twice() {
+    let env = TestEnv::start().await;
+    let worker = worker(&env, 10, 20).await;
+    worker.add_keys(5_000).await.expect("seed");
+
+    let claimers = (0..8).map(|_| {
+        let repo = worker.repository().clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = repo.claim_keys(97).await.expect("claim");
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch);
+            }
+        })
+    });
+    let mut all = Vec::new();
+    for claimer in claimers {
+        all.extend(claimer.await.expect("claimer"));
+    }
+
+    let distinct: HashSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), 5_000, "every pooled key was claimed");
+    assert_eq!(distinct.len(), all.len(), "no key was claimed twice");
+    assert_eq!(count(&env, "SELECT count(*) FROM key_pool").await, 0);
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM issued_codes").await,
+        5_000
+    );
+}
+
+#[tokio::test]
+async fn the_worker_refuses_to_start_on_an_older_schema() {
+    let env = TestEnv::start().await;
+    env.postgres
+        .client("postgres")
+        .await
+        .batch_execute("CREATE DATABASE unmigrated")
+        .await
+        .expect("create");
+    let source = env
+        .source()
+        .with("KURZ_DATABASE_URL", env.postgres.url("unmigrated"));
+    let settings = Settings::from_source(&source).expect("valid settings");
+
+    let err = Worker::build(&settings).await.err().expect("must refuse");
+
+    assert!(
+        matches!(err, RepoError::SchemaOutdated { found: 0, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("kurz-keypool migrate"), "{err}");
+}
+
+#[tokio::test]
+async fn migrate_applies_to_an_empty_database_and_is_idempotent() {
+    let env = TestEnv::start().await;
+    env.postgres
+        .client("postgres")
+        .await
+        .batch_execute("CREATE DATABASE fresh")
+        .await
+        .expect("create");
+    let source = env
+        .source()
+        .with("KURZ_DATABASE_URL", env.postgres.url("fresh"));
+    let settings = Settings::from_source(&source).expect("valid settings");
+
+    kurz_repository::postgres::migrate(&settings.database)
+        .await
+        .expect("first migrate");
+    kurz_repository::postgres::migrate(&settings.database)
+        .await
+        .expect("second migrate");
+
+    Worker::build(&settings)
+        .await
+        .expect("the worker accepts the migrated schema");
+}

@@ -1,0 +1,5 @@
+//! The redirect service over HTTP, against real PostgreSQL and Redis.
+
+mod helpers;
+mod redirect;
+mod resilience;
