@@ -1,0 +1,121 @@
+use kurz_keypool::Worker;
+use kurz_settings::Source;
+use kurz_testkit::{RunningApp, TestEnv, http_client};
+use reqwest::Response;
+use serde_json::Value;
+
+/// PostgreSQL and Redis, a redirect service, and create instances pointing at it.
+pub struct Stack {
+    pub env: TestEnv,
+    pub redirect: RunningApp,
+    pub creates: Vec<RunningApp>,
+    pub client: reqwest::Client,
+}
+
+impl Stack {
+    /// A stack with `creates` create instances and `keys` keys in the pool.
+    pub async fn start(creates: usize, keys: u64) -> Self {
+        Self::start_with(creates, keys, &[]).await
+    }
+
+    pub async fn start_with(creates: usize, keys: u64, extra: &[(&str, &str)]) -> Self {
+        let env = TestEnv::start().await;
+        let redirect = spawn_redirect(&env).await;
+        if keys > 0 {
+            worker(&env)
+                .await
+                .add_keys(keys)
+                .await
+                .expect("fill the pool");
+        }
+        let mut apps = Vec::new();
+        for _ in 0..creates {
+            apps.push(spawn_create(&env, &redirect, extra).await);
+        }
+        Self {
+            env,
+            redirect,
+            creates: apps,
+            client: http_client(),
+        }
+    }
+
+    pub fn create(&self) -> &RunningApp {
+        &self.creates[0]
+    }
+
+    pub async fn post(&self, body: &Value) -> Response {
+        post_link(&self.client, self.create(), body).await
+    }
+
+    /// Follows a short URL one hop, through the redirect service.
+    pub async fn follow(&self, short_url: &str) -> Response {
+        self.client
+            .get(short_url)
+            .send()
+            .await
+            .expect("redirect request")
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.env
+            .sql()
+            .await
+            .query_one(sql, &[])
+            .await
+            .expect("query")
+            .get(0)
+    }
+}
+
+pub async fn spawn_redirect(env: &TestEnv) -> RunningApp {
+    let settings = kurz_redirect::Settings::from_source(&env.source()).expect("valid settings");
+    let app = kurz_redirect::Application::build(settings)
+        .await
+        .expect("redirect starts");
+    RunningApp::spawn(app.port(), |shutdown| app.run_until_stopped(shutdown))
+}
+
+/// A create instance whose short URLs point at `redirect`.
+pub async fn spawn_create(
+    env: &TestEnv,
+    redirect: &RunningApp,
+    extra: &[(&str, &str)],
+) -> RunningApp {
+    let mut source: Source = env.source().with("KURZ_PUBLIC_BASE_URL", redirect.url("/"));
+    for (k, v) in extra {
+        source = source.with(k, *v);
+    }
+    let settings = kurz_create::Settings::from_source(&source).expect("valid settings");
+    let app = kurz_create::Application::build(settings)
+        .await
+        .expect("create starts");
+    RunningApp::spawn(app.port(), |shutdown| app.run_until_stopped(shutdown))
+}
+
+pub async fn worker(env: &TestEnv) -> Worker {
+    let source = env
+        .source()
+        .with("KURZ_POOL_LOW_WATERMARK", "100")
+        .with("KURZ_POOL_HIGH_WATERMARK", "1000");
+    let settings = kurz_keypool::Settings::from_source(&source).expect("valid settings");
+    Worker::build(&settings).await.expect("worker starts")
+}
+
+pub async fn post_link(client: &reqwest::Client, app: &RunningApp, body: &Value) -> Response {
+    client
+        .post(app.url("/api/v1/links"))
+        .json(body)
+        .send()
+        .await
+        .expect("create request")
+}
+
+/// The `error.code` of a JSON error body.
+pub async fn error_code(response: Response) -> String {
+    let body: Value = response.json().await.expect("a JSON error body");
+    body["error"]["code"]
+        .as_str()
+        .expect("error.code")
+        .to_owned()
+}

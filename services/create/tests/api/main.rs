@@ -1,0 +1,8 @@
+//! The create API over HTTP, end to end with the redirect service and the key-pool worker,
+//! against real PostgreSQL and Redis.
+
+mod concurrency;
+mod helpers;
+mod keys;
+mod links;
+mod validation;

@@ -1,0 +1,294 @@
+//! One test per rule: the status, the error code, and that nothing was written.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{Stack, error_code};
+
+/// Sends `body` as JSON and checks the refusal and that no link, issued code or pool key
+/// changed.
+async fn assert_refused(body: Value, status: StatusCode, code: &str) {
+    let stack = Stack::start(1, 20).await;
+    let response = stack.post(&body).await;
+    assert_refusal(&stack, response, status, code).await;
+}
+
+async fn assert_refusal(
+    stack: &Stack,
+    response: reqwest::Response,
+    status: StatusCode,
+    code: &str,
+) {
+    assert_eq!(response.status(), status, "status for {code}");
+    assert_eq!(error_code(response).await, code);
+    assert_eq!(
+        stack.count("SELECT count(*) FROM links").await,
+        0,
+        "no link written"
+    );
+    assert_eq!(
+        stack.count("SELECT count(*) FROM issued_codes").await,
+        0,
+        "no code issued"
+    );
+    assert_eq!(
+        stack.count("SELECT count(*) FROM key_pool").await,
+        20,
+        "no key claimed"
+    );
+}
+
+async fn send_raw(
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+    status: StatusCode,
+    code: &str,
+) {
+    let stack = Stack::start(1, 20).await;
+    let response = stack
+        .client
+        .post(stack.create().url("/api/v1/links"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    assert_refusal(&stack, response, status, code).await;
+}
+
+const UNPROCESSABLE: StatusCode = StatusCode::UNPROCESSABLE_ENTITY;
+
+#[tokio::test]
+async fn only_http_and_https_are_accepted() {
+    assert_refused(
+        json!({ "url": "ftp://example.com/f" }),
+        UNPROCESSABLE,
+        "unsupported_scheme",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn javascript_urls_are_refused() {
+    assert_refused(
+        json!({ "url": "javascript:alert(1)" }),
+        UNPROCESSABLE,
+        "unsupported_scheme",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_relative_url_is_invalid() {
+    assert_refused(
+        json!({ "url": "example.com/page" }),
+        UNPROCESSABLE,
+        "invalid_url",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn whitespace_in_a_url_is_refused() {
+    assert_refused(
+        json!({ "url": " https://example.com/" }),
+        UNPROCESSABLE,
+        "url_invalid_characters",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn control_characters_in_a_url_are_refused() {
+    assert_refused(
+        json!({ "url": "https://exa\tmple.com/\u{0}" }),
+        UNPROCESSABLE,
+        "url_invalid_characters",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn invisible_characters_in_a_url_are_refused() {
+    assert_refused(
+        json!({ "url": "https://example.com/\u{202E}fdp.exe" }),
+        UNPROCESSABLE,
+        "url_invalid_characters",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn credentials_in_a_url_are_refused() {
+    assert_refused(
+        json!({ "url": "https://user:secret@example.com/" }),
+        UNPROCESSABLE,
+        "url_has_credentials",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_empty_host_is_refused() {
+    assert_refused(
+        json!({ "url": "https://" }),
+        UNPROCESSABLE,
+        "url_missing_host",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_target_on_the_shorteners_own_host_is_refused() {
+    // The test stack's public base URL is the redirect service on 127.0.0.1.
+    assert_refused(
+        json!({ "url": "http://127.0.0.1:1/abc1234" }),
+        UNPROCESSABLE,
+        "url_self_reference",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_url_over_the_length_limit_is_refused() {
+    let url = format!("https://example.com/{}", "a".repeat(8_192));
+    assert_refused(json!({ "url": url }), UNPROCESSABLE, "url_too_long").await;
+}
+
+#[tokio::test]
+async fn a_body_over_the_size_limit_is_413() {
+    let url = format!("https://example.com/{}", "a".repeat(20_000));
+    assert_refused(
+        json!({ "url": url }),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_415() {
+    send_raw(
+        "text/plain",
+        "url=https://example.com/",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    send_raw(
+        "application/json",
+        "{\"url\": ",
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_missing_url_field_is_422() {
+    assert_refused(json!({ "alias": "nourl" }), UNPROCESSABLE, "invalid_body").await;
+}
+
+#[tokio::test]
+async fn a_url_of_the_wrong_type_is_422() {
+    assert_refused(json!({ "url": 42 }), UNPROCESSABLE, "invalid_body").await;
+}
+
+#[tokio::test]
+async fn an_unknown_field_is_422() {
+    assert_refused(
+        json!({ "url": "https://example.com/", "redirect_status": 301 }),
+        UNPROCESSABLE,
+        "invalid_body",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_too_short_alias_is_refused() {
+    assert_refused(
+        json!({ "url": "https://example.com/", "alias": "ab" }),
+        UNPROCESSABLE,
+        "invalid_alias",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_too_long_alias_is_refused() {
+    let alias = "a".repeat(65);
+    assert_refused(
+        json!({ "url": "https://example.com/", "alias": alias }),
+        UNPROCESSABLE,
+        "invalid_alias",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_alias_with_other_characters_is_refused() {
+    assert_refused(
+        json!({ "url": "https://example.com/", "alias": "my.link" }),
+        UNPROCESSABLE,
+        "invalid_alias",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_reserved_alias_is_refused_in_any_case() {
+    for alias in ["api", "Healthz", "READYZ", "metrics", "docs"] {
+        let stack = Stack::start(1, 20).await;
+        let response = stack
+            .post(&json!({ "url": "https://example.com/", "alias": alias }))
+            .await;
+        assert_refusal(&stack, response, UNPROCESSABLE, "alias_reserved").await;
+    }
+}
+
+#[tokio::test]
+async fn an_expiry_that_is_not_rfc3339_is_refused() {
+    assert_refused(
+        json!({ "url": "https://example.com/", "expires_at": "next week" }),
+        UNPROCESSABLE,
+        "invalid_expires_at",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_expiry_in_the_past_is_refused() {
+    assert_refused(
+        json!({ "url": "https://example.com/", "expires_at": "2001-01-01T00:00:00Z" }),
+        UNPROCESSABLE,
+        "expires_at_in_past",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_errors() {
+    let stack = Stack::start(1, 20).await;
+
+    let put = stack
+        .client
+        .put(stack.create().url("/api/v1/links"))
+        .send()
+        .await
+        .expect("request");
+    let nowhere = stack
+        .client
+        .get(stack.create().url("/api/v2/things"))
+        .send()
+        .await
+        .expect("request");
+
+    assert_eq!(put.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error_code(put).await, "method_not_allowed");
+    assert_eq!(nowhere.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(nowhere).await, "not_found");
+}
