@@ -21,7 +21,7 @@ const POOL_EMPTY_RETRY_AFTER_SECS: &str = "5";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// 422, or 400 for none: a field broke a rule.
+    /// 422: a field broke a rule; the code names the rule.
     #[error(transparent)]
     Validation(#[from] ValidationError),
     /// 400 `invalid_json`: the body is not JSON.
@@ -104,6 +104,9 @@ impl From<KeyError> for ApiError {
     fn from(e: KeyError) -> Self {
         match e {
             KeyError::PoolEmpty => Self::KeyPoolEmpty,
+            KeyError::ClaimFailed => {
+                Self::Unavailable(RepoError::Unavailable("key claim failed".into()))
+            }
             KeyError::Repo(e) => e.into(),
         }
     }

@@ -6,7 +6,7 @@
 //! of a batch is left, so under steady load it never runs dry. If it does run dry (a burst, a
 //! start), the requests that find it empty share a single claim instead of each making one.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kurz_repository::{KeyRepository, RepoError};
@@ -17,6 +17,9 @@ pub enum KeyError {
     /// The pool in PostgreSQL is empty: the keypool worker is behind or not running.
     #[error("the key pool is empty")]
     PoolEmpty,
+    /// The claim this request waited for failed (the failure itself was logged).
+    #[error("claiming keys failed")]
+    ClaimFailed,
     #[error(transparent)]
     Repo(#[from] RepoError),
 }
@@ -30,8 +33,13 @@ pub struct KeyBuffer<K> {
     claim: tokio::sync::Mutex<()>,
     /// Completed claims, so a request that waited for someone else's claim knows it happened.
     claims_done: AtomicU64,
+    /// How the last claim ended: [`CLAIM_OK`] or [`CLAIM_FAILED`].
+    last_claim: AtomicU8,
     prefetching: AtomicBool,
 }
+
+const CLAIM_OK: u8 = 0;
+const CLAIM_FAILED: u8 = 1;
 
 impl<K: KeyRepository> KeyBuffer<K> {
     pub fn new(repo: K, batch: usize) -> Arc<Self> {
@@ -41,6 +49,7 @@ impl<K: KeyRepository> KeyBuffer<K> {
             keys: Mutex::new(Vec::with_capacity(batch)),
             claim: tokio::sync::Mutex::new(()),
             claims_done: AtomicU64::new(0),
+            last_claim: AtomicU8::new(CLAIM_OK),
             prefetching: AtomicBool::new(false),
         })
     }
@@ -64,10 +73,13 @@ impl<K: KeyRepository> KeyBuffer<K> {
         if let Some(key) = self.pop() {
             return Ok(key);
         }
-        // Someone else's claim finished while we queued, and still nothing is here: the pool
-        // is empty. Answer now rather than queue another round trip behind each waiter.
+        // Someone else's claim finished while we queued, and still nothing is here: share its
+        // outcome now rather than queue another round trip behind each waiter.
         if self.claims_done.load(Ordering::Acquire) != seen {
-            return Err(KeyError::PoolEmpty);
+            return Err(match self.last_claim.load(Ordering::Acquire) {
+                CLAIM_FAILED => KeyError::ClaimFailed,
+                _ => KeyError::PoolEmpty,
+            });
         }
         self.claim_batch().await?;
         self.pop().ok_or(KeyError::PoolEmpty)
@@ -110,6 +122,12 @@ impl<K: KeyRepository> KeyBuffer<K> {
     /// One round trip; call with `self.claim` held.
     async fn claim_batch(&self) -> Result<(), RepoError> {
         let claimed = self.repo.claim_keys(self.batch).await;
+        let outcome = if claimed.is_ok() {
+            CLAIM_OK
+        } else {
+            CLAIM_FAILED
+        };
+        self.last_claim.store(outcome, Ordering::Release);
         self.claims_done.fetch_add(1, Ordering::AcqRel);
         let claimed = claimed?;
         tracing::debug!(count = claimed.len(), "claimed keys");

@@ -7,7 +7,7 @@ use actix_web::http::header::LOCATION;
 use actix_web::{HttpResponse, ResponseError, web};
 use chrono::{DateTime, Utc};
 use kurz_repository::{
-    CachedLink, Link, LinkCache, LinkRepository, NewLink, PgRepository, RedisCache,
+    CachedLink, Link, LinkCache, LinkRepository, NewLink, PgRepository, RedisCache, RepoError,
 };
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -86,7 +86,16 @@ pub async fn create(
         }
         None => {
             let key = state.keys.take().await?;
-            state.repo.insert_with_key(&key, &new_link).await?
+            // A pool key is unique by construction; a conflict here is a broken invariant,
+            // not the client's 409.
+            state
+                .repo
+                .insert_with_key(&key, &new_link)
+                .await
+                .map_err(|e| match e {
+                    RepoError::CodeTaken => ApiError::Internal(e),
+                    other => other.into(),
+                })?
         }
     };
     // The link is committed; the cache write only saves the first redirect a database

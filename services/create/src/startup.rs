@@ -62,8 +62,8 @@ impl Application {
                 .wrap(kurz_http::request_tracing())
                 .app_data(app_state.clone())
                 .app_data(json)
-                .route("/healthz", web::get().to(kurz_http::healthz))
-                .route("/readyz", web::get().to(routes::readyz))
+                .route("/healthz", kurz_http::get_or_head().to(kurz_http::healthz))
+                .route("/readyz", kurz_http::get_or_head().to(routes::readyz))
                 .service(
                     web::resource("/api/v1/links")
                         .route(web::post().to(routes::create))

@@ -12,8 +12,7 @@ pub const RESERVED_ALIASES: &[&str] = &[
     "assets", "admin", "login", "logout", "qr", "stats", "favicon", "robots", "sitemap",
 ];
 
-/// Why a request was refused. All are answered 422 except where noted in the service's
-/// error mapping.
+/// Why a request was refused; every one is answered 422.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
     #[error("the url is not an absolute URL: {0}")]

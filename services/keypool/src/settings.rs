@@ -5,8 +5,8 @@ use std::time::Duration;
 use kurz_settings::{DatabaseSettings, SettingsError, Source, TelemetrySettings, positive_millis};
 use serde::Deserialize;
 
-/// Shortest and longest generated key. Below 5 characters (916 million keys) a public pool
-/// is small enough to enumerate; above 32 a short link stops being short.
+/// Shortest and longest generated key. At 4 characters (14.8 million keys) a public pool is
+/// small enough to enumerate; above 32 a short link stops being short.
 const KEY_LENGTH_RANGE: std::ops::RangeInclusive<usize> = 5..=32;
 
 #[derive(Debug, Clone)]

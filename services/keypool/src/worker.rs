@@ -91,7 +91,8 @@ impl Worker {
             pause = match self.refill_once().await {
                 Ok(_) => self.pool.check_interval,
                 Err(e) => {
-                    let next = (pause * 2).clamp(self.pool.check_interval, MAX_BACKOFF);
+                    // max after min: a check interval above the cap must not panic `clamp`.
+                    let next = (pause * 2).min(MAX_BACKOFF).max(self.pool.check_interval);
                     tracing::warn!(error = %e, retry_in_ms = next.as_millis() as u64, "refill failed");
                     next
                 }

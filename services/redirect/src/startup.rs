@@ -4,7 +4,7 @@ use std::future::Future;
 use std::net::TcpListener;
 
 use actix_web::dev::Server;
-use actix_web::{App, HttpServer, guard, web};
+use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use kurz_repository::{PgRepository, RedisCache};
 
@@ -39,14 +39,9 @@ impl Application {
             App::new()
                 .wrap(kurz_http::request_tracing())
                 .app_data(state.clone())
-                .route("/healthz", web::get().to(kurz_http::healthz))
-                .route("/readyz", web::get().to(routes::readyz))
-                .route(
-                    "/{code}",
-                    web::route()
-                        .guard(guard::Any(guard::Get()).or(guard::Head()))
-                        .to(routes::redirect),
-                )
+                .route("/healthz", kurz_http::get_or_head().to(kurz_http::healthz))
+                .route("/readyz", kurz_http::get_or_head().to(routes::readyz))
+                .route("/{code}", kurz_http::get_or_head().to(routes::redirect))
                 .default_service(web::to(routes::not_found))
         })
         .listen(listener)?

@@ -1,14 +1,15 @@
 #![doc = include_str!("../README.md")]
 //! # Layout
 //! - [`healthz`] and [`readiness`]: the probe answers both HTTP services give.
+//! - [`get_or_head`]: a route for both methods, as probes and redirects need.
 //! - [`request_tracing`]: the middleware that opens one span per request.
 //! - [`run_until_stopped`]: serve until a shutdown future resolves, then drain.
 
 use std::future::Future;
 
-use actix_web::HttpResponse;
 use actix_web::dev::Server;
 use actix_web::http::header::CACHE_CONTROL;
+use actix_web::{HttpResponse, Route, guard, web};
 use serde_json::json;
 
 /// Seconds in-flight requests get to finish after shutdown is asked for.
@@ -33,6 +34,11 @@ pub fn readiness(postgres_up: bool, redis_up: bool) -> HttpResponse {
     response
         .insert_header((CACHE_CONTROL, "no-store"))
         .json(json!({ "status": status, "postgres": up(postgres_up), "redis": up(redis_up) }))
+}
+
+/// A route for `GET` and `HEAD` alike: monitors and browsers send both.
+pub fn get_or_head() -> Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 /// One span per HTTP request, with method, route, status and latency.

@@ -22,7 +22,7 @@ CREATE TABLE links (
     CONSTRAINT links_code_key UNIQUE (code),
     -- No CHECK that expires_at follows created_at: the API checks it against its own clock,
     -- and a skewed database clock must not turn a valid request into an error.
-    CONSTRAINT links_code_shape CHECK (code ~ '^[A-Za-z0-9_-]{1,64}$')
+    CONSTRAINT links_code_shape CHECK (code ~ '^[A-Za-z0-9_-]{3,64}$')
 );
 
 -- Every code that ever left the key pool or was taken as a custom alias. A row is never

@@ -40,6 +40,8 @@ pub fn required_schema_version() -> i64 {
 #[tracing::instrument(skip_all, err)]
 pub async fn migrate(settings: &DatabaseSettings) -> Result<(), RepoError> {
     let mut client = connect_direct(settings).await?;
+    // Migrations may build indexes on big tables: no request-path statement timeout here.
+    client.batch_execute("SET statement_timeout = 0").await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await?;
@@ -168,7 +170,15 @@ impl PgRepository {
     #[tracing::instrument(skip_all, err)]
     pub async fn vacuum_key_pool(&self) -> Result<(), RepoError> {
         let client = self.pool.get().await?;
-        client.batch_execute("VACUUM (ANALYZE) key_pool").await?;
+        // VACUUM cannot run in a transaction, so SET LOCAL is not available: raise the
+        // request-path bound for this session and put it back before the connection returns
+        // to the pool.
+        client
+            .batch_execute("SET statement_timeout = '300s'")
+            .await?;
+        let vacuumed = client.batch_execute("VACUUM (ANALYZE) key_pool").await;
+        client.batch_execute("RESET statement_timeout").await?;
+        vacuumed?;
         Ok(())
     }
 

@@ -91,7 +91,10 @@ fn fmt_layer(format: LogFormat) -> BoxedLayer {
             .with_current_span(true)
             .with_span_list(false)
             .boxed(),
-        LogFormat::Human => layer.boxed(),
+        // Colours only on a terminal: escape codes make log files unreadable.
+        LogFormat::Human => layer
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .boxed(),
     }
 }
 

@@ -310,3 +310,22 @@ async fn with_postgresql_down_creates_get_503_with_retry_after() {
         "no internals in the body: {body}"
     );
 }
+
+#[tokio::test]
+async fn with_postgresql_down_concurrent_pool_key_creates_all_say_unavailable() {
+    let mut stack = Stack::start(1, 10).await;
+    stack.env.postgres.stop(ShutdownMode::Immediate).await;
+
+    // No key is buffered yet, so every request needs the claim that fails.
+    let body = json!({ "url": "https://example.com/k" });
+    let responses = futures_util::future::join_all((0..8).map(|_| stack.post(&body))).await;
+
+    for response in responses {
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            error_code(response).await,
+            "unavailable",
+            "not key_pool_empty: the pool is not empty"
+        );
+    }
+}
