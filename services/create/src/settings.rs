@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use kurz_settings::{
     DatabaseSettings, HttpSettings, RedisSettings, SettingsError, Source, TelemetrySettings,
+    positive_secs,
 };
 use serde::Deserialize;
 
@@ -66,15 +67,7 @@ impl Settings {
                 format!("{key_batch_size} is outside 1..=100000"),
             ));
         }
-        let cache_ttl = match vars.cache_ttl_secs.unwrap_or(3_600) {
-            0 => {
-                return Err(SettingsError::invalid(
-                    "KURZ_CACHE_TTL_SECS",
-                    "must be at least 1",
-                ));
-            }
-            n => Duration::from_secs(n),
-        };
+        let cache_ttl = positive_secs("KURZ_CACHE_TTL_SECS", vars.cache_ttl_secs.unwrap_or(3_600))?;
         Ok(Self {
             database: DatabaseSettings::from_source(source)?,
             redis: RedisSettings::from_source(source)?,
@@ -103,8 +96,7 @@ mod tests {
     #[test]
     fn a_zero_batch_is_refused() {
         let err = Settings::from_source(&Source::from_vars([("KURZ_KEY_BATCH_SIZE", "0")]))
-            .err()
-            .expect("must fail");
+            .expect_err("must fail");
         assert!(err.to_string().contains("KURZ_KEY_BATCH_SIZE"), "{err}");
     }
 }

@@ -93,7 +93,7 @@ mod tests {
             ("KURZ_POOL_LOW_WATERMARK", "100"),
             ("KURZ_POOL_HIGH_WATERMARK", "100"),
         ]);
-        let err = Settings::from_source(&source).err().expect("must fail");
+        let err = Settings::from_source(&source).expect_err("must fail");
         assert!(
             err.to_string().contains("KURZ_POOL_HIGH_WATERMARK"),
             "{err}"
@@ -103,8 +103,7 @@ mod tests {
     #[test]
     fn too_short_keys_are_refused() {
         let err = Settings::from_source(&Source::from_vars([("KURZ_KEY_LENGTH", "3")]))
-            .err()
-            .expect("must fail");
+            .expect_err("must fail");
         assert!(err.to_string().contains("KURZ_KEY_LENGTH"), "{err}");
     }
 }

@@ -7,6 +7,7 @@ use actix_web::http::StatusCode;
 use kurz_repository::cache::CacheTtl;
 use kurz_settings::{
     DatabaseSettings, HttpSettings, RedisSettings, SettingsError, Source, TelemetrySettings,
+    positive_secs,
 };
 use serde::Deserialize;
 
@@ -65,10 +66,6 @@ impl Settings {
                 ));
             }
         };
-        let secs = |variable, value: Option<u64>, default| match value.unwrap_or(default) {
-            0 => Err(SettingsError::invalid(variable, "must be at least 1")),
-            n => Ok(Duration::from_secs(n)),
-        };
         Ok(Self {
             database: DatabaseSettings::from_source(source)?,
             redis: RedisSettings::from_source(source)?,
@@ -76,11 +73,13 @@ impl Settings {
             telemetry: TelemetrySettings::from_source(source)?,
             redirect: RedirectSettings {
                 status,
-                cache_ttl: secs("KURZ_CACHE_TTL_SECS", vars.cache_ttl_secs, 3_600)?,
-                negative_cache_ttl: secs(
+                cache_ttl: positive_secs(
+                    "KURZ_CACHE_TTL_SECS",
+                    vars.cache_ttl_secs.unwrap_or(3_600),
+                )?,
+                negative_cache_ttl: positive_secs(
                     "KURZ_NEGATIVE_CACHE_TTL_SECS",
-                    vars.negative_cache_ttl_secs,
-                    10,
+                    vars.negative_cache_ttl_secs.unwrap_or(10),
                 )?,
             },
         })
@@ -105,8 +104,7 @@ mod tests {
             assert!(s.is_ok(), "{ok}");
         }
         let err = Settings::from_source(&Source::from_vars([("KURZ_REDIRECT_STATUS", "200")]))
-            .err()
-            .expect("must fail");
+            .expect_err("must fail");
         assert!(err.to_string().contains("KURZ_REDIRECT_STATUS"), "{err}");
     }
 }

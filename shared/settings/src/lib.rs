@@ -50,3 +50,12 @@ pub fn positive_millis(variable: &'static str, millis: u64) -> Result<Duration, 
     }
     Ok(Duration::from_millis(millis))
 }
+
+/// Whole seconds as written in a variable, checked to be positive (a zero TTL would disable
+/// what it bounds).
+pub fn positive_secs(variable: &'static str, secs: u64) -> Result<Duration, SettingsError> {
+    if secs == 0 {
+        return Err(SettingsError::invalid(variable, "must be at least 1"));
+    }
+    Ok(Duration::from_secs(secs))
+}

@@ -99,17 +99,15 @@ impl RedisServer {
                 self.child = None;
                 return false;
             }
-            if let Ok(client) = redis::Client::open(self.url()) {
-                if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                    if redis::cmd("PING")
+            if let Ok(client) = redis::Client::open(self.url())
+                && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                    && redis::cmd("PING")
                         .query_async::<String>(&mut conn)
                         .await
                         .is_ok()
                     {
                         return true;
                     }
-                }
-            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         false

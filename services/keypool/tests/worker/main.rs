@@ -172,7 +172,7 @@ async fn the_worker_refuses_to_start_on_an_older_schema() {
         .with("KURZ_DATABASE_URL", env.postgres.url("unmigrated"));
     let settings = Settings::from_source(&source).expect("valid settings");
 
-    let err = Worker::build(&settings).await.err().expect("must refuse");
+    let err = Worker::build(&settings).await.expect_err("must refuse");
 
     assert!(
         matches!(err, RepoError::SchemaOutdated { found: 0, .. }),
