@@ -110,9 +110,10 @@ impl<K: KeyRepository> KeyBuffer<K> {
         tokio::spawn(async move {
             let claiming = this.claim.lock().await;
             if this.len() < this.low_mark()
-                && let Err(e) = this.claim_batch().await {
-                    tracing::warn!(error = %e, "background key claim failed");
-                }
+                && let Err(e) = this.claim_batch().await
+            {
+                tracing::warn!(error = %e, "background key claim failed");
+            }
             drop(claiming);
             this.prefetching.store(false, Ordering::Release);
         });

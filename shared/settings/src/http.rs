@@ -96,15 +96,14 @@ mod tests {
 
     #[test]
     fn bad_listen_address_names_the_variable() {
-        let err = settings(&[("KURZ_LISTEN", "localhost")])
-            .expect_err("must fail");
+        let err = settings(&[("KURZ_LISTEN", "localhost")]).expect_err("must fail");
         assert!(err.to_string().contains("KURZ_LISTEN"), "{err}");
     }
 
     #[test]
     fn non_http_base_url_is_refused() {
-        let err = settings(&[("KURZ_PUBLIC_BASE_URL", "ftp://kurz.example")])
-            .expect_err("must fail");
+        let err =
+            settings(&[("KURZ_PUBLIC_BASE_URL", "ftp://kurz.example")]).expect_err("must fail");
         assert!(err.to_string().contains("KURZ_PUBLIC_BASE_URL"), "{err}");
     }
 }

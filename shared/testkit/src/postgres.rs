@@ -14,7 +14,9 @@ use kurz_settings::{DatabaseSettings, Source};
 use tempfile::TempDir;
 use tokio_postgres::NoTls;
 
-use crate::process::{free_port, hand_over, run_as_server_user, spawn_server, stop_child};
+use crate::process::{
+    free_port, hand_over, run_as_server_user, server_dir, spawn_server, stop_child,
+};
 
 /// How to stop the server (PostgreSQL's shutdown modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,11 +40,7 @@ impl PostgresServer {
     pub async fn start() -> Self {
         let bindir = find_bindir();
         let cached = cached_cluster(&bindir);
-        let dir = tempfile::Builder::new()
-            .prefix("kurz-pg-")
-            .tempdir()
-            .expect("creating a temp dir");
-        hand_over(dir.path());
+        let dir = server_dir("kurz-pg-");
         copy_cluster(&cached, &dir.path().join("data"));
         let mut server = Self {
             dir,

@@ -33,6 +33,55 @@ pub fn server_user() -> Option<(u32, u32)> {
     Some((uid, gid))
 }
 
+/// File in each server directory naming the test process that owns it.
+const OWNER_FILE: &str = "kurz-owner.pid";
+
+/// A temporary directory for one server, marked with our pid so a later run can tell it was
+/// left behind (see [`sweep_leftovers`]) and handed to the server user.
+pub fn server_dir(prefix: &str) -> tempfile::TempDir {
+    sweep_leftovers();
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("creating a temp dir");
+    std::fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string())
+        .expect("writing the owner file");
+    hand_over(dir.path());
+    dir
+}
+
+/// Removes server directories whose test process is gone: a test killed by a timeout or
+/// SIGKILL never runs its destructors, and each copy of a cluster is tens of megabytes. Its
+/// servers died with it (parent-death signal), so only the files remain. Runs once per process.
+fn sweep_leftovers() {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(|| {
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !(name.starts_with("kurz-pg-") || name.starts_with("kurz-redis-")) {
+                continue;
+            }
+            let owner = std::fs::read_to_string(entry.path().join(OWNER_FILE))
+                .ok()
+                .and_then(|pid| pid.trim().parse::<libc::pid_t>().ok());
+            if owner.is_some_and(|pid| !is_alive(pid)) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    });
+}
+
+fn is_alive(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the process exists; nothing is delivered.
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    // EPERM means it exists but belongs to someone else.
+    alive || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Gives `path` to the server user, if servers run as someone else.
 pub fn hand_over(path: &std::path::Path) {
     if let Some((uid, gid)) = server_user() {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use deadpool_redis::redis;
 use tempfile::TempDir;
 
-use crate::process::{free_port, hand_over, spawn_server, stop_child};
+use crate::process::{free_port, server_dir, spawn_server, stop_child};
 
 #[derive(Debug)]
 pub struct RedisServer {
@@ -17,11 +17,7 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub async fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("kurz-redis-")
-            .tempdir()
-            .expect("creating a temp dir");
-        hand_over(dir.path());
+        let dir = server_dir("kurz-redis-");
         let mut server = Self {
             dir,
             port: 0,
@@ -101,13 +97,13 @@ impl RedisServer {
             }
             if let Ok(client) = redis::Client::open(self.url())
                 && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                    && redis::cmd("PING")
-                        .query_async::<String>(&mut conn)
-                        .await
-                        .is_ok()
-                    {
-                        return true;
-                    }
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+            {
+                return true;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         false
