@@ -3,6 +3,7 @@
 //! - [`app`]: [`RunningApp`], a service running in-process on port 0, stopped when dropped.
 //! - [`postgres`]: a throwaway PostgreSQL server (initdb once per machine, copied per server).
 //! - [`redis`]: a throwaway Redis server.
+//! - [`proxy`]: [`FaultProxy`], a TCP proxy that resets, blackholes or delays connections.
 //! - [`process`]: starting, signalling and reaping server processes; free ports.
 //! - [`TestEnv`]: both servers plus a per-test database copied from a migrated template, and
 //!   the `KURZ_*` variables that point a service at them.
@@ -10,6 +11,7 @@
 pub mod app;
 pub mod postgres;
 pub mod process;
+pub mod proxy;
 pub mod redis;
 
 use std::sync::Once;
@@ -18,6 +20,7 @@ use kurz_settings::Source;
 
 pub use crate::app::{RunningApp, Shutdown};
 pub use crate::postgres::{PostgresServer, ShutdownMode};
+pub use crate::proxy::{Fault, FaultProxy};
 pub use crate::redis::RedisServer;
 
 /// Name of the migrated template every test database is copied from.
@@ -57,6 +60,30 @@ impl TestEnv {
 
     pub fn redis_url(&self) -> String {
         self.redis.url()
+    }
+
+    /// A proxy in front of PostgreSQL, for injecting faults between a service and it.
+    pub async fn postgres_proxy(&self) -> FaultProxy {
+        FaultProxy::start(([127, 0, 0, 1], self.postgres.port()).into()).await
+    }
+
+    /// A proxy in front of Redis.
+    pub async fn redis_proxy(&self) -> FaultProxy {
+        FaultProxy::start(([127, 0, 0, 1], self.redis.port()).into()).await
+    }
+
+    /// This test's database, reached through `proxy`.
+    pub fn database_url_via(&self, proxy: &FaultProxy) -> String {
+        format!(
+            "postgres://kurz@127.0.0.1:{}/{}",
+            proxy.port(),
+            self.database
+        )
+    }
+
+    /// Redis, reached through `proxy`.
+    pub fn redis_url_via(&self, proxy: &FaultProxy) -> String {
+        format!("redis://127.0.0.1:{}", proxy.port())
     }
 
     /// `KURZ_*` variables for a service under test: this env's servers, a free port, human
