@@ -144,7 +144,11 @@ pub async fn delete(
 /// 200 with PostgreSQL up (`degraded` without Redis), 503 without PostgreSQL.
 pub async fn readyz(state: web::Data<State>) -> HttpResponse {
     let (postgres, redis) = tokio::join!(state.repo.ping(), state.cache.ping());
-    kurz_http::readiness(postgres.is_ok(), redis.is_ok())
+    kurz_http::readiness(
+        postgres.is_ok(),
+        redis.is_ok(),
+        state.repo.breaker().state().as_str(),
+    )
 }
 
 pub async fn no_route() -> HttpResponse {

@@ -28,7 +28,8 @@ pub async fn readyz(state: web::Data<State>) -> HttpResponse {
         state.resolver.repository().ping(),
         state.resolver.cache().ping()
     );
-    kurz_http::readiness(postgres.is_ok(), redis.is_ok())
+    let breaker = state.resolver.repository().breaker().state().as_str();
+    kurz_http::readiness(postgres.is_ok(), redis.is_ok(), breaker)
 }
 
 /// `GET` and `HEAD /{code}`.

@@ -22,18 +22,25 @@ pub async fn healthz() -> HttpResponse {
         .json(json!({ "status": "alive" }))
 }
 
-/// `/readyz`: 200 when PostgreSQL answers. Redis down is 200 `degraded`, because Redis is a
-/// cache and both services keep working without it; PostgreSQL down is 503 `unavailable`.
-pub fn readiness(postgres_up: bool, redis_up: bool) -> HttpResponse {
+/// `/readyz`: 200 `ready` when PostgreSQL answers and its circuit breaker is closed; 200
+/// `degraded` when Redis is down (a cache: both services work without it) or the breaker is
+/// half-open (PostgreSQL is being probed); 503 `unavailable` when PostgreSQL does not answer
+/// or the breaker refuses calls. `breaker` is the breaker's state name.
+pub fn readiness(postgres_up: bool, redis_up: bool, breaker: &'static str) -> HttpResponse {
     let up = |ok: bool| if ok { "up" } else { "down" };
-    let (mut response, status) = match (postgres_up, redis_up) {
+    let (mut response, status) = match (postgres_up, redis_up && breaker == "closed") {
         (true, true) => (HttpResponse::Ok(), "ready"),
         (true, false) => (HttpResponse::Ok(), "degraded"),
         (false, _) => (HttpResponse::ServiceUnavailable(), "unavailable"),
     };
     response
         .insert_header((CACHE_CONTROL, "no-store"))
-        .json(json!({ "status": status, "postgres": up(postgres_up), "redis": up(redis_up) }))
+        .json(json!({
+            "status": status,
+            "postgres": up(postgres_up),
+            "redis": up(redis_up),
+            "breaker": breaker,
+        }))
 }
 
 /// A route for `GET` and `HEAD` alike: monitors and browsers send both.

@@ -12,6 +12,13 @@ pub enum RepoError {
     /// Worth retrying later; the only kind a circuit breaker should count.
     #[error("PostgreSQL is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// PostgreSQL did not answer in time: pool wait, connect or statement timeout. Counts
+    /// against the breaker, but is not retried (the time budget is spent).
+    #[error("PostgreSQL did not answer in time")]
+    Timeout(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The circuit breaker refused the call without trying: PostgreSQL failed recently.
+    #[error("PostgreSQL calls are suspended after repeated failures (circuit breaker open)")]
+    CircuitOpen,
     /// The code or alias is already taken (issued, or used by a link).
     #[error("the code is already taken")]
     CodeTaken,
@@ -30,8 +37,25 @@ pub enum RepoError {
 }
 
 impl RepoError {
-    /// Whether this failure is about availability (retry later) rather than about the request.
+    /// Whether this failure is about availability (retry later) rather than about the request:
+    /// services answer these 503 with `Retry-After`.
     pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable(_) | Self::Timeout(_) | Self::CircuitOpen
+        )
+    }
+
+    /// Whether the circuit breaker counts this as a failure of PostgreSQL. Client outcomes
+    /// (a taken code, a missing row) are answers, not failures.
+    pub fn counts_against_breaker(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Timeout(_))
+    }
+
+    /// Whether an idempotent call may be tried again at once: a broken or refused connection
+    /// (a restart killed the pooled one), but not a timeout, whose budget is spent, and never a
+    /// refusal by the breaker.
+    pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
 }
@@ -40,6 +64,9 @@ impl From<tokio_postgres::Error> for RepoError {
     fn from(e: tokio_postgres::Error) -> Self {
         if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
             Self::CodeTaken
+        } else if e.code() == Some(&SqlState::QUERY_CANCELED) {
+            // statement_timeout
+            Self::Timeout(Box::new(e))
         } else if is_availability_failure(&e) {
             Self::Unavailable(Box::new(e))
         } else {
@@ -54,6 +81,7 @@ impl From<PoolError> for RepoError {
             // The backend error of a pool is a failed connect; everything else in a pool error
             // (timeouts, a closed pool, a failed post-create hook) is about availability too.
             PoolError::Backend(e) => Self::from(e),
+            e @ PoolError::Timeout(_) => Self::Timeout(Box::new(e)),
             other => Self::Unavailable(Box::new(other)),
         }
     }
@@ -73,7 +101,6 @@ fn is_availability_failure(e: &tokio_postgres::Error) -> bool {
             code.starts_with("08") // connection exception
                 || code.starts_with("53") // insufficient resources (too many connections)
                 || code.starts_with("57P") // admin/crash shutdown, cannot connect now
-                || code == SqlState::QUERY_CANCELED.code() // statement_timeout
                 || code == SqlState::T_R_SERIALIZATION_FAILURE.code()
                 || code == SqlState::T_R_DEADLOCK_DETECTED.code()
                 || code == SqlState::READ_ONLY_SQL_TRANSACTION.code() // failover in progress

@@ -4,10 +4,12 @@
 //! - [`codes`]: the code alphabet, code checks and random key generation.
 //! - [`error`]: `RepoError` (PostgreSQL) and `CacheError` (Redis); neither knows HTTP.
 //! - [`postgres`]: the pool, migrations, the schema check and the SQL of links and keys.
+//! - [`breaker`]: the circuit breaker every PostgreSQL call goes through.
 //! - [`cache`]: the Redis link cache.
 //! - The traits below are what services program against, so a decorator (a circuit breaker,
 //!   a metrics layer) or another backend can stand in without touching a handler.
 
+pub mod breaker;
 pub mod cache;
 pub mod codes;
 pub mod error;
@@ -16,6 +18,7 @@ pub mod postgres;
 
 use std::future::Future;
 
+pub use breaker::{Breaker, BreakerState};
 pub use cache::RedisCache;
 pub use error::{CacheError, RepoError};
 pub use model::{CachedLink, Link, NewLink, RefillReport};

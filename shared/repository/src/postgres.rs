@@ -1,5 +1,6 @@
 //! PostgreSQL: the pool, migrations, the schema check, and the SQL of links and keys.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -9,6 +10,7 @@ use kurz_settings::DatabaseSettings;
 use secrecy::ExposeSecret;
 use tokio_postgres::{NoTls, Row};
 
+use crate::breaker::Breaker;
 use crate::codes::generate_keys_into;
 use crate::error::RepoError;
 use crate::model::{Link, NewLink, RefillReport};
@@ -100,10 +102,18 @@ fn pg_config(
     Ok(config)
 }
 
-/// Links and keys in PostgreSQL, behind a deadpool connection pool.
+/// Attempts of an idempotent call: the first and two retries, after 10 and 20 ms (each plus
+/// up to as much jitter). Enough to step over the dead pooled connections a server restart
+/// leaves, and at most ~60 ms, well inside any request deadline.
+const RETRY_ATTEMPTS: u32 = 3;
+const RETRY_BASE_DELAY: Duration = Duration::from_millis(10);
+
+/// Links and keys in PostgreSQL, behind a deadpool connection pool and a circuit breaker that
+/// every call goes through. Clones share both.
 #[derive(Clone, Debug)]
 pub struct PgRepository {
     pool: Pool,
+    breaker: Breaker,
 }
 
 impl PgRepository {
@@ -128,11 +138,41 @@ impl PgRepository {
             .recycle_timeout(Some(settings.connect_timeout))
             .build()
             .map_err(|e| RepoError::Unavailable(Box::new(e)))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            breaker: Breaker::new("postgres", &settings.breaker),
+        })
     }
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// A call that is safe to repeat: through the breaker, retried with exponential backoff
+    /// and jitter when the connection broke, never when the breaker refused or time ran out.
+    async fn idempotent<T, F, Fut>(&self, mut call: F) -> Result<T, RepoError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, RepoError>>,
+    {
+        let mut delay = RETRY_BASE_DELAY;
+        let mut attempt = 1;
+        loop {
+            match self.breaker.call(call()).await {
+                Err(e) if e.is_retryable() && attempt < RETRY_ATTEMPTS => {
+                    tracing::debug!(error = %e, attempt, "retrying an idempotent PostgreSQL call");
+                    let jitter = rand::random_range(0..=delay.as_micros() as u64);
+                    tokio::time::sleep(delay + Duration::from_micros(jitter)).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Fails with [`RepoError::SchemaOutdated`] if the database is behind this build. A newer
@@ -140,6 +180,15 @@ impl PgRepository {
     /// so a rolling deploy can migrate first.
     #[tracing::instrument(skip_all, err)]
     pub async fn check_schema(&self) -> Result<(), RepoError> {
+        let found = self.idempotent(|| self.schema_version()).await?;
+        let needed = required_schema_version();
+        if found < needed {
+            return Err(RepoError::SchemaOutdated { found, needed });
+        }
+        Ok(())
+    }
+
+    async fn schema_version(&self) -> Result<i64, RepoError> {
         let client = self.pool.get().await?;
         let history_exists: bool = client
             .query_one(
@@ -159,16 +208,16 @@ impl PgRepository {
         } else {
             0
         };
-        let needed = required_schema_version();
-        if found < needed {
-            return Err(RepoError::SchemaOutdated { found, needed });
-        }
-        Ok(())
+        Ok(found)
     }
 
     /// Removes dead rows left by claims, so claims keep reading a clean head of the index.
     #[tracing::instrument(skip_all, err)]
     pub async fn vacuum_key_pool(&self) -> Result<(), RepoError> {
+        self.breaker.call(self.vacuum()).await
+    }
+
+    async fn vacuum(&self) -> Result<(), RepoError> {
         let client = self.pool.get().await?;
         // VACUUM cannot run in a transaction, so SET LOCAL is not available: raise the
         // request-path bound for this session and put it back before the connection returns
@@ -186,7 +235,16 @@ impl PgRepository {
     /// newline-separated keys (COPY text format). One transaction: all new keys or none.
     pub async fn add_candidates(
         &self,
-        chunks: impl Iterator<Item = String>,
+        chunks: impl Iterator<Item = String> + Send,
+    ) -> Result<RefillReport, RepoError> {
+        // Not retried: the chunks are consumed by the first attempt. The worker's loop retries
+        // the whole step.
+        self.breaker.call(self.copy_candidates(chunks)).await
+    }
+
+    async fn copy_candidates(
+        &self,
+        chunks: impl Iterator<Item = String> + Send,
     ) -> Result<RefillReport, RepoError> {
         let started = Instant::now();
         let mut client = self.pool.get().await?;
@@ -286,43 +344,66 @@ const REFILL_INSERT: &str = "\
 impl LinkRepository for PgRepository {
     #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn insert_with_key(&self, code: &str, link: &NewLink) -> Result<Link, RepoError> {
-        let client = self.pool.get().await?;
-        let stmt = client.prepare_cached(INSERT_WITH_KEY).await?;
-        let row = client
-            .query_one(&stmt, &[&code, &link.target_url, &link.expires_at])
-            .await?;
-        Ok(link_from_row(&row))
+        // Not retried: if the commit landed but its answer was lost, a retry would fail on the
+        // unique code; the client's Idempotency-Key is the safe way to retry a create.
+        self.breaker
+            .call(async {
+                let client = self.pool.get().await?;
+                let stmt = client.prepare_cached(INSERT_WITH_KEY).await?;
+                let row = client
+                    .query_one(&stmt, &[&code, &link.target_url, &link.expires_at])
+                    .await?;
+                Ok(link_from_row(&row))
+            })
+            .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn insert_with_alias(&self, alias: &str, link: &NewLink) -> Result<Link, RepoError> {
-        let client = self.pool.get().await?;
-        let stmt = client.prepare_cached(INSERT_WITH_ALIAS).await?;
-        let row = client
-            .query_opt(&stmt, &[&alias, &link.target_url, &link.expires_at])
-            .await?;
-        row.as_ref().map(link_from_row).ok_or(RepoError::CodeTaken)
+        self.breaker
+            .call(async {
+                let client = self.pool.get().await?;
+                let stmt = client.prepare_cached(INSERT_WITH_ALIAS).await?;
+                let row = client
+                    .query_opt(&stmt, &[&alias, &link.target_url, &link.expires_at])
+                    .await?;
+                row.as_ref().map(link_from_row).ok_or(RepoError::CodeTaken)
+            })
+            .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn find(&self, code: &str) -> Result<Option<Link>, RepoError> {
-        let client = self.pool.get().await?;
-        let stmt = client.prepare_cached(FIND_LIVE).await?;
-        let row = client.query_opt(&stmt, &[&code]).await?;
-        Ok(row.as_ref().map(link_from_row))
+        self.idempotent(|| async {
+            let client = self.pool.get().await?;
+            let stmt = client.prepare_cached(FIND_LIVE).await?;
+            let row = client.query_opt(&stmt, &[&code]).await?;
+            Ok(row.as_ref().map(link_from_row))
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn delete(&self, code: &str) -> Result<bool, RepoError> {
-        let client = self.pool.get().await?;
-        let stmt = client.prepare_cached(SOFT_DELETE).await?;
-        Ok(client.execute(&stmt, &[&code]).await? == 1)
+        // Not retried: a retry after a lost answer would find nothing to delete and say 404.
+        self.breaker
+            .call(async {
+                let client = self.pool.get().await?;
+                let stmt = client.prepare_cached(SOFT_DELETE).await?;
+                Ok(client.execute(&stmt, &[&code]).await? == 1)
+            })
+            .await
     }
 
     async fn ping(&self) -> Result<(), RepoError> {
-        let client = self.pool.get().await?;
-        client.simple_query("SELECT 1").await?;
-        Ok(())
+        // Not retried: readiness should show what a request would meet.
+        self.breaker
+            .call(async {
+                let client = self.pool.get().await?;
+                client.simple_query("SELECT 1").await?;
+                Ok(())
+            })
+            .await
     }
 }
 
@@ -330,19 +411,27 @@ impl KeyRepository for PgRepository {
     #[tracing::instrument(skip_all, fields(count), err(level = "warn"))]
     async fn claim_keys(&self, count: usize) -> Result<Vec<String>, RepoError> {
         let limit = i64::try_from(count).unwrap_or(i64::MAX);
-        let client = self.pool.get().await?;
-        let stmt = client.prepare_cached(CLAIM_KEYS).await?;
-        let rows = client.query(&stmt, &[&limit]).await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        // Safe to repeat: a claim whose answer was lost only strands its keys, which are
+        // issued and so never handed out again.
+        self.idempotent(|| async {
+            let client = self.pool.get().await?;
+            let stmt = client.prepare_cached(CLAIM_KEYS).await?;
+            let rows = client.query(&stmt, &[&limit]).await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+        .await
     }
 
     async fn pool_depth(&self) -> Result<u64, RepoError> {
-        let client = self.pool.get().await?;
-        let n: i64 = client
-            .query_one("SELECT count(*) FROM key_pool", &[])
-            .await?
-            .get(0);
-        Ok(u64::try_from(n).unwrap_or(0))
+        self.idempotent(|| async {
+            let client = self.pool.get().await?;
+            let n: i64 = client
+                .query_one("SELECT count(*) FROM key_pool", &[])
+                .await?
+                .get(0);
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(count, length), err)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::{SettingsError, Source, positive_millis};
+use crate::{SettingsError, Source, positive_millis, positive_secs};
 
 /// Default for the local stack (`infra/local/run`).
 pub const DEFAULT_DATABASE_URL: &str = "postgres://kurz@127.0.0.1:55432/kurz";
@@ -24,6 +24,23 @@ pub struct DatabaseSettings {
     pub pool_timeout: Duration,
     /// `KURZ_DATABASE_STATEMENT_TIMEOUT_MS`: server-side `statement_timeout` (default 5,000 ms).
     pub statement_timeout: Duration,
+    pub breaker: BreakerSettings,
+}
+
+/// The circuit breaker in front of PostgreSQL (see `kurz_repository::breaker`).
+#[derive(Debug, Clone)]
+pub struct BreakerSettings {
+    /// `KURZ_BREAKER_FAILURES`: availability failures in a row that open the breaker
+    /// (default 5: one dead pooled connection after a restart must not trip it).
+    pub failures: u32,
+    /// `KURZ_BREAKER_BACKOFF_SECS`: first open period (default 1 s; whole seconds, as the
+    /// `failsafe` backoff counts them).
+    pub backoff_start: Duration,
+    /// `KURZ_BREAKER_BACKOFF_MAX_SECS`: the open period doubles on each failed probe up to
+    /// this (default 30 s).
+    pub backoff_max: Duration,
+    /// `KURZ_BREAKER_PROBES`: calls admitted at once while half-open (default 3).
+    pub probes: usize,
 }
 
 #[derive(Deserialize, Default)]
@@ -34,6 +51,10 @@ struct Vars {
     database_connect_timeout_ms: Option<u64>,
     database_pool_timeout_ms: Option<u64>,
     database_statement_timeout_ms: Option<u64>,
+    breaker_failures: Option<u32>,
+    breaker_backoff_secs: Option<u64>,
+    breaker_backoff_max_secs: Option<u64>,
+    breaker_probes: Option<usize>,
 }
 
 impl DatabaseSettings {
@@ -49,8 +70,27 @@ impl DatabaseSettings {
                 "must be at least 1",
             ));
         }
+        let breaker = BreakerSettings {
+            failures: vars.breaker_failures.unwrap_or(5).max(1),
+            backoff_start: positive_secs(
+                "KURZ_BREAKER_BACKOFF_SECS",
+                vars.breaker_backoff_secs.unwrap_or(1),
+            )?,
+            backoff_max: positive_secs(
+                "KURZ_BREAKER_BACKOFF_MAX_SECS",
+                vars.breaker_backoff_max_secs.unwrap_or(30),
+            )?,
+            probes: vars.breaker_probes.unwrap_or(3).max(1),
+        };
+        if breaker.backoff_max < breaker.backoff_start {
+            return Err(SettingsError::invalid(
+                "KURZ_BREAKER_BACKOFF_MAX_SECS",
+                "must be at least KURZ_BREAKER_BACKOFF_SECS",
+            ));
+        }
         Ok(Self {
             url,
+            breaker,
             pool_size,
             connect_timeout: positive_millis(
                 "KURZ_DATABASE_CONNECT_TIMEOUT_MS",

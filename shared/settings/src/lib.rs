@@ -12,7 +12,7 @@ pub mod telemetry;
 
 use std::time::Duration;
 
-pub use database::DatabaseSettings;
+pub use database::{BreakerSettings, DatabaseSettings};
 pub use http::HttpSettings;
 pub use redis::RedisSettings;
 pub use source::Source;
