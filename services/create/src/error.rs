@@ -36,6 +36,12 @@ pub enum ApiError {
     /// 415 `unsupported_media_type`: not `Content-Type: application/json`.
     #[error("the body must be JSON, sent with Content-Type: application/json")]
     UnsupportedMediaType,
+    /// 400 `invalid_idempotency_key`: not 1 to 255 visible ASCII characters.
+    #[error("Idempotency-Key must be 1 to 255 visible ASCII characters")]
+    InvalidIdempotencyKey,
+    /// 422 `idempotency_key_reused`: the key was used with a different request.
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyKeyReused,
     /// 404 `not_found`.
     #[error("no link has this code")]
     NotFound,
@@ -65,6 +71,8 @@ impl ApiError {
             Self::Validation(e) => e.code(),
             Self::InvalidJson(_) => "invalid_json",
             Self::InvalidBody(_) => "invalid_body",
+            Self::InvalidIdempotencyKey => "invalid_idempotency_key",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::NotFound | Self::NoRoute => "not_found",
@@ -115,8 +123,10 @@ impl From<KeyError> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::Validation(_) | Self::InvalidBody(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            Self::Validation(_) | Self::InvalidBody(_) | Self::IdempotencyKeyReused => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::InvalidJson(_) | Self::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound | Self::NoRoute => StatusCode::NOT_FOUND,

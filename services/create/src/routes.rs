@@ -4,12 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header::LOCATION;
-use actix_web::{HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use chrono::{DateTime, Utc};
 use kurz_repository::{
-    CachedLink, Link, LinkCache, LinkRepository, NewLink, PgRepository, RedisCache, RepoError,
+    CachedLink, CodeSource, IdempotentCreate, Link, LinkCache, LinkRepository, NewLink,
+    PgRepository, RedisCache, RepoError,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use url::Url;
 
 use crate::error::ApiError;
@@ -65,11 +67,17 @@ impl State {
     }
 }
 
+/// Longest accepted `Idempotency-Key` (clients usually send a UUID).
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
 /// `POST /api/v1/links`: validate, store (committed before we answer), cache best-effort.
+/// With an `Idempotency-Key` header, a retry of the same request returns the same link.
 pub async fn create(
+    request: HttpRequest,
     body: web::Json<CreateLink>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
+    let idempotency_key = idempotency_key(&request)?;
     let body = body.into_inner();
     let new_link = NewLink {
         target_url: state.url_policy.normalize(&body.url)?,
@@ -79,34 +87,100 @@ pub async fn create(
             .map(|raw| parse_expires_at(raw, Utc::now()))
             .transpose()?,
     };
-    let link = match body.alias.as_deref() {
-        Some(alias) => {
-            check_alias(alias)?;
-            state.repo.insert_with_alias(alias, &new_link).await?
+    if let Some(alias) = body.alias.as_deref() {
+        check_alias(alias)?;
+    }
+    let (link, replayed) = match idempotency_key {
+        None => (
+            store(&state, body.alias.as_deref(), &new_link).await?,
+            false,
+        ),
+        Some(key) => store_idempotent(&state, key, body.alias.as_deref(), &new_link).await?,
+    };
+    if !replayed {
+        // The link is committed; the cache write only saves the first redirect a database
+        // lookup (and replaces a negative entry for a probed alias), so its failure is logged.
+        if let Err(e) = state.cache.put(&link.code, &CachedLink::from(&link)).await {
+            tracing::debug!(error = %e, "cache write after create failed");
         }
+    }
+    let mut response = HttpResponse::Created();
+    response.insert_header((LOCATION, format!("/api/v1/links/{}", link.code)));
+    if replayed {
+        response.insert_header(("Idempotent-Replayed", "true"));
+    }
+    Ok(response.json(state.view(link)))
+}
+
+/// The `Idempotency-Key` header, if sent, checked.
+fn idempotency_key(request: &HttpRequest) -> Result<Option<&str>, ApiError> {
+    let Some(value) = request.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::InvalidIdempotencyKey)?;
+    let visible = key.bytes().all(|b| b.is_ascii_graphic());
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !visible {
+        return Err(ApiError::InvalidIdempotencyKey);
+    }
+    Ok(Some(key))
+}
+
+async fn store(state: &State, alias: Option<&str>, new_link: &NewLink) -> Result<Link, ApiError> {
+    match alias {
+        Some(alias) => Ok(state.repo.insert_with_alias(alias, new_link).await?),
         None => {
             let key = state.keys.take().await?;
-            // A pool key is unique by construction; a conflict here is a broken invariant,
-            // not the client's 409.
             state
                 .repo
-                .insert_with_key(&key, &new_link)
+                .insert_with_key(&key, new_link)
                 .await
-                .map_err(|e| match e {
-                    RepoError::CodeTaken => ApiError::Internal(e),
-                    other => other.into(),
-                })?
+                .map_err(pool_key_error)
+        }
+    }
+}
+
+/// Creates or replays; `true` for a replay.
+async fn store_idempotent(
+    state: &State,
+    key: &str,
+    alias: Option<&str>,
+    new_link: &NewLink,
+) -> Result<(Link, bool), ApiError> {
+    // The canonical, validated request: retries that normalize to the same link match.
+    let request =
+        json!({ "url": new_link.target_url, "alias": alias, "expires_at": new_link.expires_at })
+            .to_string();
+    // A replay leaves this pool key unused; it stays issued, so it is simply never handed out.
+    let pool_key;
+    let code = match alias {
+        Some(alias) => CodeSource::Alias(alias),
+        None => {
+            pool_key = state.keys.take().await?;
+            CodeSource::PoolKey(&pool_key)
         }
     };
-    // The link is committed; the cache write only saves the first redirect a database
-    // lookup (and replaces a negative entry for a probed alias), so its failure is logged.
-    if let Err(e) = state.cache.put(&link.code, &CachedLink::from(&link)).await {
-        tracing::debug!(error = %e, "cache write after create failed");
+    let outcome = state
+        .repo
+        .create_idempotent(key, &request, code, new_link)
+        .await;
+    match outcome {
+        Ok(IdempotentCreate::Created(link)) => Ok((link, false)),
+        Ok(IdempotentCreate::Replayed(link)) => Ok((link, true)),
+        Ok(IdempotentCreate::Mismatch) => Err(ApiError::IdempotencyKeyReused),
+        Err(e) if alias.is_none() => Err(pool_key_error(e)),
+        Err(e) => Err(e.into()),
     }
-    let location = format!("/api/v1/links/{}", link.code);
-    Ok(HttpResponse::Created()
-        .insert_header((LOCATION, location))
-        .json(state.view(link)))
+}
+
+/// A pool key is unique by construction; a conflict on one is a broken invariant, not the
+/// client's 409.
+fn pool_key_error(e: RepoError) -> ApiError {
+    match e {
+        RepoError::CodeTaken => ApiError::Internal(e),
+        other => other.into(),
+    }
 }
 
 /// `GET /api/v1/links/{code}`: the link's metadata, from PostgreSQL.

@@ -10,6 +10,9 @@ use crate::settings::{PoolSettings, Settings};
 /// Longest pause between attempts while PostgreSQL keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// How long a create's `Idempotency-Key` is honoured: a client may retry for a day.
+pub const IDEMPOTENCY_KEY_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// What one step did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RefillOutcome {
@@ -58,6 +61,19 @@ impl Worker {
         })
     }
 
+    /// Deletes idempotency keys past their lifetime, so the table stays a day's worth of
+    /// creates. Returns how many went.
+    pub async fn sweep_idempotency_keys(&self) -> Result<u64, RepoError> {
+        let deleted = self
+            .repo
+            .delete_idempotency_keys_older_than(IDEMPOTENCY_KEY_LIFETIME)
+            .await?;
+        if deleted > 0 {
+            tracing::info!(deleted, "expired idempotency keys deleted");
+        }
+        Ok(deleted)
+    }
+
     /// Generates `count` keys and adds the new ones, whatever the watermarks say.
     pub async fn add_keys(&self, count: u64) -> Result<RefillReport, RepoError> {
         let report = self.repo.refill(count, self.pool.key_length).await?;
@@ -88,8 +104,12 @@ impl Worker {
                 () = &mut shutdown => break,
                 () = tokio::time::sleep(pause) => {}
             }
-            pause = match self.refill_once().await {
-                Ok(_) => self.pool.check_interval,
+            let step = match self.refill_once().await {
+                Ok(_) => self.sweep_idempotency_keys().await.map(drop),
+                Err(e) => Err(e),
+            };
+            pause = match step {
+                Ok(()) => self.pool.check_interval,
                 Err(e) => {
                     // max after min: a check interval above the cap must not panic `clamp`.
                     let next = (pause * 2).min(MAX_BACKOFF).max(self.pool.check_interval);

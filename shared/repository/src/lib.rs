@@ -21,7 +21,7 @@ use std::future::Future;
 pub use breaker::{Breaker, BreakerState};
 pub use cache::RedisCache;
 pub use error::{CacheError, RepoError};
-pub use model::{CachedLink, Link, NewLink, RefillReport};
+pub use model::{CachedLink, CodeSource, IdempotentCreate, Link, NewLink, RefillReport};
 pub use postgres::PgRepository;
 
 /// Durable link storage: PostgreSQL, the source of truth.
@@ -40,6 +40,17 @@ pub trait LinkRepository: Send + Sync + 'static {
         alias: &str,
         link: &NewLink,
     ) -> impl Future<Output = Result<Link, RepoError>> + Send;
+
+    /// Creates a link under an idempotency key, atomically with the key's record: the first
+    /// request with `key` creates, a later one with the same `request` replays that link, and
+    /// one with another `request` is a mismatch. Concurrent duplicates create one link.
+    fn create_idempotent(
+        &self,
+        key: &str,
+        request: &str,
+        code: CodeSource<'_>,
+        link: &NewLink,
+    ) -> impl Future<Output = Result<IdempotentCreate, RepoError>> + Send;
 
     /// The live (not deleted) link with this code, expired or not.
     fn find(&self, code: &str) -> impl Future<Output = Result<Option<Link>, RepoError>> + Send;

@@ -69,3 +69,23 @@ impl RefillReport {
         }
     }
 }
+
+/// Where a new link's code comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeSource<'a> {
+    /// A key already claimed from the pool.
+    PoolKey(&'a str),
+    /// A custom alias, reserved in the same transaction.
+    Alias(&'a str),
+}
+
+/// The outcome of a create carrying an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotentCreate {
+    /// First use of the key: the link was created.
+    Created(Link),
+    /// The key was used before with the same request: its link, unchanged.
+    Replayed(Link),
+    /// The key was used before with a different request.
+    Mismatch,
+}

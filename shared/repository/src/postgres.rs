@@ -13,7 +13,7 @@ use tokio_postgres::{NoTls, Row};
 use crate::breaker::Breaker;
 use crate::codes::generate_keys_into;
 use crate::error::RepoError;
-use crate::model::{Link, NewLink, RefillReport};
+use crate::model::{CodeSource, IdempotentCreate, Link, NewLink, RefillReport};
 use crate::{KeyRepository, LinkRepository};
 
 mod embedded {
@@ -231,6 +231,21 @@ impl PgRepository {
         Ok(())
     }
 
+    /// Deletes idempotency keys older than `age`; returns how many.
+    pub async fn delete_idempotency_keys_older_than(
+        &self,
+        age: Duration,
+    ) -> Result<u64, RepoError> {
+        let secs = age.as_secs_f64();
+        self.idempotent(|| async {
+            let client = self.pool.get().await?;
+            Ok(client
+                .execute(DELETE_OLD_IDEMPOTENCY_KEYS, &[&secs])
+                .await?)
+        })
+        .await
+    }
+
     /// Adds candidate keys to the pool, skipping those already pooled or issued; each chunk is
     /// newline-separated keys (COPY text format). One transaction: all new keys or none.
     pub async fn add_candidates(
@@ -300,6 +315,19 @@ const INSERT_WITH_ALIAS: &str = "\
     SELECT code, $2, $3 FROM reserved \
     RETURNING code, target_url, created_at, expires_at";
 
+// ON CONFLICT DO NOTHING waits for a concurrent transaction holding the same key, so exactly
+// one request of a burst of duplicates gets a row back and creates the link.
+const CLAIM_IDEMPOTENCY_KEY: &str = "\
+    INSERT INTO idempotency_keys (key, request) VALUES ($1, $2) \
+    ON CONFLICT (key) DO NOTHING";
+const RECORD_IDEMPOTENT_LINK: &str = "UPDATE idempotency_keys SET code = $2 WHERE key = $1";
+const FIND_IDEMPOTENT: &str = "\
+    SELECT k.request, l.code, l.target_url, l.created_at, l.expires_at \
+    FROM idempotency_keys k JOIN links l ON l.code = k.code \
+    WHERE k.key = $1";
+const DELETE_OLD_IDEMPOTENCY_KEYS: &str = "\
+    DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)";
+
 const FIND_LIVE: &str = "\
     SELECT code, target_url, created_at, expires_at \
     FROM links WHERE code = $1 AND deleted_at IS NULL";
@@ -368,6 +396,46 @@ impl LinkRepository for PgRepository {
                     .query_opt(&stmt, &[&alias, &link.target_url, &link.expires_at])
                     .await?;
                 row.as_ref().map(link_from_row).ok_or(RepoError::CodeTaken)
+            })
+            .await
+    }
+
+    #[tracing::instrument(skip_all, err(level = "warn"))]
+    async fn create_idempotent(
+        &self,
+        key: &str,
+        request: &str,
+        code: CodeSource<'_>,
+        link: &NewLink,
+    ) -> Result<IdempotentCreate, RepoError> {
+        // Not retried, like the other inserts: a lost answer is what the key itself is for.
+        self.breaker
+            .call(async {
+                let mut client = self.pool.get().await?;
+                let tx = client.transaction().await?;
+                if tx.execute(CLAIM_IDEMPOTENCY_KEY, &[&key, &request]).await? == 0 {
+                    let row = tx.query_one(FIND_IDEMPOTENT, &[&key]).await?;
+                    let stored: String = row.get("request");
+                    return Ok(if stored == request {
+                        IdempotentCreate::Replayed(link_from_row(&row))
+                    } else {
+                        IdempotentCreate::Mismatch
+                    });
+                }
+                let (sql, code) = match code {
+                    CodeSource::PoolKey(c) => (INSERT_WITH_KEY, c),
+                    CodeSource::Alias(c) => (INSERT_WITH_ALIAS, c),
+                };
+                // Dropping the transaction on an error rolls the key's row back too.
+                let row = tx
+                    .query_opt(sql, &[&code, &link.target_url, &link.expires_at])
+                    .await?
+                    .ok_or(RepoError::CodeTaken)?;
+                let created = link_from_row(&row);
+                tx.execute(RECORD_IDEMPOTENT_LINK, &[&key, &created.code])
+                    .await?;
+                tx.commit().await?;
+                Ok(IdempotentCreate::Created(created))
             })
             .await
     }

@@ -3,6 +3,7 @@
 
 mod concurrency;
 mod helpers;
+mod idempotency;
 mod keys;
 mod links;
 mod validation;
