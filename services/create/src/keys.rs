@@ -85,6 +85,23 @@ impl<K: KeyRepository> KeyBuffer<K> {
         self.pop().ok_or(KeyError::PoolEmpty)
     }
 
+    /// Gives every buffered key back to the pool; call once no request can take one any more
+    /// (after the server drained). Waits for a claim in flight, so none lands afterwards.
+    pub async fn return_unused(&self) {
+        let _claiming = self.claim.lock().await;
+        let keys = std::mem::take(&mut *self.lock());
+        if keys.is_empty() {
+            return;
+        }
+        match self.repo.return_keys(&keys).await {
+            Ok(returned) => tracing::info!(returned, "unused keys returned to the pool"),
+            // They stay issued: never handed out, never reused. Only capacity is lost.
+            Err(e) => {
+                tracing::warn!(error = %e, count = keys.len(), "returning unused keys failed")
+            }
+        }
+    }
+
     /// Pops a key and starts a background claim when the buffer runs low.
     fn pop(self: &Arc<Self>) -> Option<String> {
         let (key, left) = {

@@ -97,11 +97,14 @@ impl Application {
         self.state.keys.len()
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests and returns.
+    /// Serves until `shutdown` resolves, then drains in-flight requests, returns the unused
+    /// buffered keys to the pool, and returns.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        kurz_http::run_until_stopped(self.server, shutdown).await
+        let served = kurz_http::run_until_stopped(self.server, shutdown).await;
+        self.state.keys.return_unused().await;
+        served
     }
 }

@@ -71,6 +71,11 @@ pub trait KeyRepository: Send + Sync + 'static {
         count: usize,
     ) -> impl Future<Output = Result<Vec<String>, RepoError>> + Send;
 
+    /// Puts keys that were claimed but never used back into the pool, at a clean shutdown.
+    /// Keys that a link uses are left alone whatever the caller says. Returns how many went
+    /// back.
+    fn return_keys(&self, keys: &[String]) -> impl Future<Output = Result<u64, RepoError>> + Send;
+
     /// Number of unused keys in the pool.
     fn pool_depth(&self) -> impl Future<Output = Result<u64, RepoError>> + Send;
 

@@ -114,6 +114,10 @@ const RETRY_BASE_DELAY: Duration = Duration::from_millis(10);
 pub struct PgRepository {
     pool: Pool,
     breaker: Breaker,
+    /// Client-side bound of one request-path call: pool wait, connect and statement timeout
+    /// together. The server's statement_timeout does not fire when the delay is on the wire
+    /// (a slow network, a half-dead host), so the client needs its own.
+    deadline: Duration,
 }
 
 impl PgRepository {
@@ -141,6 +145,7 @@ impl PgRepository {
         Ok(Self {
             pool,
             breaker: Breaker::new("postgres", &settings.breaker),
+            deadline: settings.pool_timeout + settings.connect_timeout + settings.statement_timeout,
         })
     }
 
@@ -152,7 +157,23 @@ impl PgRepository {
         &self.breaker
     }
 
-    /// A call that is safe to repeat: through the breaker, retried with exponential backoff
+    /// One request-path call: through the breaker, within the deadline.
+    async fn guarded<T>(
+        &self,
+        call: impl Future<Output = Result<T, RepoError>>,
+    ) -> Result<T, RepoError> {
+        self.breaker
+            .call(async {
+                tokio::time::timeout(self.deadline, call)
+                    .await
+                    .map_err(|_| {
+                        RepoError::Timeout(format!("no answer within {:?}", self.deadline).into())
+                    })?
+            })
+            .await
+    }
+
+    /// A call that is safe to repeat: through the breaker and within the deadline, retried with exponential backoff
     /// and jitter when the connection broke, never when the breaker refused or time ran out.
     async fn idempotent<T, F, Fut>(&self, mut call: F) -> Result<T, RepoError>
     where
@@ -162,7 +183,7 @@ impl PgRepository {
         let mut delay = RETRY_BASE_DELAY;
         let mut attempt = 1;
         loop {
-            match self.breaker.call(call()).await {
+            match self.guarded(call()).await {
                 Err(e) if e.is_retryable() && attempt < RETRY_ATTEMPTS => {
                     tracing::debug!(error = %e, attempt, "retrying an idempotent PostgreSQL call");
                     let jitter = rand::random_range(0..=delay.as_micros() as u64);
@@ -354,6 +375,17 @@ const CLAIM_KEYS: &str = "\
     ON CONFLICT (code) DO NOTHING \
     RETURNING code";
 
+// Un-issues keys a stopping instance never used and pools them again. The NOT EXISTS is a
+// guard, not the mechanism: the caller only returns keys no request took.
+const RETURN_KEYS: &str = "\
+    WITH returned AS ( \
+        DELETE FROM issued_codes i \
+        WHERE i.code = ANY($1) AND NOT EXISTS (SELECT 1 FROM links l WHERE l.code = i.code) \
+        RETURNING code \
+    ) \
+    INSERT INTO key_pool (code) SELECT code FROM returned \
+    ON CONFLICT (code) DO NOTHING";
+
 // Candidates are staged in a temporary table first, because a plain COPY into key_pool would
 // abort the whole batch on the first duplicate. The NOT EXISTS skips codes already issued;
 // ON CONFLICT skips codes already pooled and duplicates within the batch.
@@ -374,30 +406,28 @@ impl LinkRepository for PgRepository {
     async fn insert_with_key(&self, code: &str, link: &NewLink) -> Result<Link, RepoError> {
         // Not retried: if the commit landed but its answer was lost, a retry would fail on the
         // unique code; the client's Idempotency-Key is the safe way to retry a create.
-        self.breaker
-            .call(async {
-                let client = self.pool.get().await?;
-                let stmt = client.prepare_cached(INSERT_WITH_KEY).await?;
-                let row = client
-                    .query_one(&stmt, &[&code, &link.target_url, &link.expires_at])
-                    .await?;
-                Ok(link_from_row(&row))
-            })
-            .await
+        self.guarded(async {
+            let client = self.pool.get().await?;
+            let stmt = client.prepare_cached(INSERT_WITH_KEY).await?;
+            let row = client
+                .query_one(&stmt, &[&code, &link.target_url, &link.expires_at])
+                .await?;
+            Ok(link_from_row(&row))
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn insert_with_alias(&self, alias: &str, link: &NewLink) -> Result<Link, RepoError> {
-        self.breaker
-            .call(async {
-                let client = self.pool.get().await?;
-                let stmt = client.prepare_cached(INSERT_WITH_ALIAS).await?;
-                let row = client
-                    .query_opt(&stmt, &[&alias, &link.target_url, &link.expires_at])
-                    .await?;
-                row.as_ref().map(link_from_row).ok_or(RepoError::CodeTaken)
-            })
-            .await
+        self.guarded(async {
+            let client = self.pool.get().await?;
+            let stmt = client.prepare_cached(INSERT_WITH_ALIAS).await?;
+            let row = client
+                .query_opt(&stmt, &[&alias, &link.target_url, &link.expires_at])
+                .await?;
+            row.as_ref().map(link_from_row).ok_or(RepoError::CodeTaken)
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"))]
@@ -409,35 +439,34 @@ impl LinkRepository for PgRepository {
         link: &NewLink,
     ) -> Result<IdempotentCreate, RepoError> {
         // Not retried, like the other inserts: a lost answer is what the key itself is for.
-        self.breaker
-            .call(async {
-                let mut client = self.pool.get().await?;
-                let tx = client.transaction().await?;
-                if tx.execute(CLAIM_IDEMPOTENCY_KEY, &[&key, &request]).await? == 0 {
-                    let row = tx.query_one(FIND_IDEMPOTENT, &[&key]).await?;
-                    let stored: String = row.get("request");
-                    return Ok(if stored == request {
-                        IdempotentCreate::Replayed(link_from_row(&row))
-                    } else {
-                        IdempotentCreate::Mismatch
-                    });
-                }
-                let (sql, code) = match code {
-                    CodeSource::PoolKey(c) => (INSERT_WITH_KEY, c),
-                    CodeSource::Alias(c) => (INSERT_WITH_ALIAS, c),
-                };
-                // Dropping the transaction on an error rolls the key's row back too.
-                let row = tx
-                    .query_opt(sql, &[&code, &link.target_url, &link.expires_at])
-                    .await?
-                    .ok_or(RepoError::CodeTaken)?;
-                let created = link_from_row(&row);
-                tx.execute(RECORD_IDEMPOTENT_LINK, &[&key, &created.code])
-                    .await?;
-                tx.commit().await?;
-                Ok(IdempotentCreate::Created(created))
-            })
-            .await
+        self.guarded(async {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            if tx.execute(CLAIM_IDEMPOTENCY_KEY, &[&key, &request]).await? == 0 {
+                let row = tx.query_one(FIND_IDEMPOTENT, &[&key]).await?;
+                let stored: String = row.get("request");
+                return Ok(if stored == request {
+                    IdempotentCreate::Replayed(link_from_row(&row))
+                } else {
+                    IdempotentCreate::Mismatch
+                });
+            }
+            let (sql, code) = match code {
+                CodeSource::PoolKey(c) => (INSERT_WITH_KEY, c),
+                CodeSource::Alias(c) => (INSERT_WITH_ALIAS, c),
+            };
+            // Dropping the transaction on an error rolls the key's row back too.
+            let row = tx
+                .query_opt(sql, &[&code, &link.target_url, &link.expires_at])
+                .await?
+                .ok_or(RepoError::CodeTaken)?;
+            let created = link_from_row(&row);
+            tx.execute(RECORD_IDEMPOTENT_LINK, &[&key, &created.code])
+                .await?;
+            tx.commit().await?;
+            Ok(IdempotentCreate::Created(created))
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"))]
@@ -454,24 +483,22 @@ impl LinkRepository for PgRepository {
     #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn delete(&self, code: &str) -> Result<bool, RepoError> {
         // Not retried: a retry after a lost answer would find nothing to delete and say 404.
-        self.breaker
-            .call(async {
-                let client = self.pool.get().await?;
-                let stmt = client.prepare_cached(SOFT_DELETE).await?;
-                Ok(client.execute(&stmt, &[&code]).await? == 1)
-            })
-            .await
+        self.guarded(async {
+            let client = self.pool.get().await?;
+            let stmt = client.prepare_cached(SOFT_DELETE).await?;
+            Ok(client.execute(&stmt, &[&code]).await? == 1)
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), RepoError> {
         // Not retried: readiness should show what a request would meet.
-        self.breaker
-            .call(async {
-                let client = self.pool.get().await?;
-                client.simple_query("SELECT 1").await?;
-                Ok(())
-            })
-            .await
+        self.guarded(async {
+            let client = self.pool.get().await?;
+            client.simple_query("SELECT 1").await?;
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -486,6 +513,14 @@ impl KeyRepository for PgRepository {
             let stmt = client.prepare_cached(CLAIM_KEYS).await?;
             let rows = client.query(&stmt, &[&limit]).await?;
             Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+        .await
+    }
+
+    async fn return_keys(&self, keys: &[String]) -> Result<u64, RepoError> {
+        self.guarded(async {
+            let client = self.pool.get().await?;
+            Ok(client.execute(RETURN_KEYS, &[&keys]).await?)
         })
         .await
     }

@@ -44,6 +44,16 @@ impl RunningApp {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// Simulates a crash: the service task is cancelled mid-flight, so nothing it does at a
+    /// clean stop (draining, returning keys) happens. Its worker threads may linger until
+    /// the test process ends; send it nothing more.
+    pub fn abort(mut self) {
+        // Cancel before the stop sender drops: its drop would ask for a clean stop.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
     /// Asks for a graceful shutdown and waits until the server has drained and returned.
     pub async fn stop(mut self) -> std::io::Result<()> {
         if let Some(stop) = self.stop.take() {

@@ -69,7 +69,15 @@ impl Stack {
 }
 
 pub async fn spawn_redirect(env: &TestEnv) -> RunningApp {
-    let settings = kurz_redirect::Settings::from_source(&env.source()).expect("valid settings");
+    spawn_redirect_with(env, &[]).await
+}
+
+pub async fn spawn_redirect_with(env: &TestEnv, extra: &[(&str, &str)]) -> RunningApp {
+    let mut source: Source = env.source();
+    for (k, v) in extra {
+        source = source.with(k, *v);
+    }
+    let settings = kurz_redirect::Settings::from_source(&source).expect("valid settings");
     let app = kurz_redirect::Application::build(settings)
         .await
         .expect("redirect starts");

@@ -86,7 +86,7 @@ async fn keys_claimed_by_a_dropped_instance_are_never_handed_out_again() {
         99,
         "the dropped instance holds 99 unused keys"
     );
-    drop(dropped);
+    dropped.abort();
 
     // Another instance drains the rest of the pool.
     let survivor = spawn_create(&stack.env, &stack.redirect, &batch).await;
