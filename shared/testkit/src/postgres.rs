@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kurz_settings::{DatabaseSettings, Source};
@@ -32,7 +33,9 @@ pub struct PostgresServer {
     dir: TempDir,
     bindir: PathBuf,
     port: u16,
-    child: Option<Child>,
+    /// Behind a lock so a test can stop and restart the server while other tasks of the same
+    /// test hold shared references to the environment (sending load, say).
+    child: Mutex<Option<Child>>,
 }
 
 impl PostgresServer {
@@ -46,7 +49,7 @@ impl PostgresServer {
             dir,
             bindir,
             port: 0,
-            child: None,
+            child: Mutex::new(None),
         };
         // A free port can be taken by someone else before the server binds it: try another.
         for _ in 0..5 {
@@ -66,15 +69,21 @@ impl PostgresServer {
         format!("postgres://kurz@127.0.0.1:{}/{database}", self.port)
     }
 
-    pub fn is_running(&mut self) -> bool {
-        self.child
+    pub fn is_running(&self) -> bool {
+        self.child()
             .as_mut()
             .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
+    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Stops the server. The data directory stays, so [`Self::restart`] brings it back.
-    pub async fn stop(&mut self, mode: ShutdownMode) {
-        let Some(mut child) = self.child.take() else {
+    pub async fn stop(&self, mode: ShutdownMode) {
+        let Some(mut child) = self.child().take() else {
             return;
         };
         let signal = match mode {
@@ -90,8 +99,8 @@ impl PostgresServer {
     }
 
     /// Starts the stopped server again on the same port with the same data.
-    pub async fn restart(&mut self) {
-        assert!(self.child.is_none(), "restart of a running server");
+    pub async fn restart(&self) {
+        assert!(self.child().is_none(), "restart of a running server");
         assert!(
             self.launch().await,
             "PostgreSQL did not restart; log:\n{}",
@@ -140,7 +149,7 @@ impl PostgresServer {
         }
     }
 
-    async fn launch(&mut self) -> bool {
+    async fn launch(&self) -> bool {
         let log = std::fs::File::create(self.dir.path().join("postgres.log")).expect("log file");
         hand_over(&self.dir.path().join("postgres.log"));
         let mut command = Command::new(self.bindir.join("postgres"));
@@ -157,15 +166,15 @@ impl PostgresServer {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log);
-        self.child = Some(spawn_server(command));
+        *self.child() = Some(spawn_server(command));
         self.wait_ready().await
     }
 
-    async fn wait_ready(&mut self) -> bool {
+    async fn wait_ready(&self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if !self.is_running() {
-                self.child = None;
+                *self.child() = None;
                 return false;
             }
             if tokio_postgres::connect(&self.url("postgres"), NoTls)
@@ -186,7 +195,7 @@ impl PostgresServer {
 
 impl Drop for PostgresServer {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(mut child) = self.child().take() {
             stop_child(&mut child, libc::SIGQUIT, Duration::from_secs(10));
         }
     }

@@ -1,6 +1,7 @@
 //! A throwaway Redis server on a free loopback port, persistence off.
 
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use deadpool_redis::redis;
@@ -12,7 +13,8 @@ use crate::process::{free_port, server_dir, spawn_server, stop_child};
 pub struct RedisServer {
     dir: TempDir,
     port: u16,
-    child: Option<Child>,
+    /// Behind a lock, as in `PostgresServer`: stop and restart take `&self`.
+    child: Mutex<Option<Child>>,
 }
 
 impl RedisServer {
@@ -21,7 +23,7 @@ impl RedisServer {
         let mut server = Self {
             dir,
             port: 0,
-            child: None,
+            child: Mutex::new(None),
         };
         for _ in 0..5 {
             server.port = free_port();
@@ -41,8 +43,8 @@ impl RedisServer {
     }
 
     /// Stops the server (SIGKILL: a cache that vanishes, contents and all).
-    pub async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
+    pub async fn stop(&self) {
+        let Some(mut child) = self.child().take() else {
             return;
         };
         tokio::task::spawn_blocking(move || {
@@ -53,8 +55,8 @@ impl RedisServer {
     }
 
     /// Starts the stopped server again on the same port, empty.
-    pub async fn restart(&mut self) {
-        assert!(self.child.is_none(), "restart of a running server");
+    pub async fn restart(&self) {
+        assert!(self.child().is_none(), "restart of a running server");
         assert!(
             self.launch().await,
             "redis-server did not restart; log:\n{}",
@@ -71,7 +73,13 @@ impl RedisServer {
             .expect("connecting to the test Redis")
     }
 
-    async fn launch(&mut self) -> bool {
+    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn launch(&self) -> bool {
         let log = self.dir.path().join("redis.log");
         let mut command = Command::new("redis-server");
         command
@@ -84,15 +92,15 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        self.child = Some(spawn_server(command));
+        *self.child() = Some(spawn_server(command));
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if self
-                .child
+            let exited = self
+                .child()
                 .as_mut()
-                .is_some_and(|c| c.try_wait().ok().flatten().is_some())
-            {
-                self.child = None;
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            if exited {
+                *self.child() = None;
                 return false;
             }
             if let Ok(client) = redis::Client::open(self.url())
@@ -116,7 +124,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(mut child) = self.child().take() {
             stop_child(&mut child, libc::SIGKILL, Duration::from_secs(5));
         }
     }

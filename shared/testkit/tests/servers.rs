@@ -31,7 +31,7 @@ async fn each_test_database_is_a_migrated_copy_of_the_template() {
 
 #[tokio::test]
 async fn postgres_keeps_committed_data_across_an_immediate_shutdown() {
-    let mut env = TestEnv::start().await;
+    let env = TestEnv::start().await;
     env.sql()
         .await
         .batch_execute("INSERT INTO issued_codes (code) VALUES ('survivor')")
@@ -61,7 +61,7 @@ async fn postgres_keeps_committed_data_across_an_immediate_shutdown() {
 
 #[tokio::test]
 async fn redis_can_be_stopped_and_comes_back_empty() {
-    let mut env = TestEnv::start().await;
+    let env = TestEnv::start().await;
     let mut conn = env.redis_conn().await;
     redis::cmd("SET")
         .arg("k")

@@ -279,7 +279,7 @@ async fn an_expiry_is_stored_and_the_link_redirects_until_then() {
 
 #[tokio::test]
 async fn with_redis_down_creates_still_succeed_and_redirect() {
-    let mut stack = Stack::start(1, 10).await;
+    let stack = Stack::start(1, 10).await;
     stack.env.redis.stop().await;
 
     let response = stack
@@ -294,7 +294,7 @@ async fn with_redis_down_creates_still_succeed_and_redirect() {
 
 #[tokio::test]
 async fn with_postgresql_down_creates_get_503_with_retry_after() {
-    let mut stack = Stack::start(1, 10).await;
+    let stack = Stack::start(1, 10).await;
     stack.env.postgres.stop(ShutdownMode::Immediate).await;
 
     let response = stack
@@ -313,7 +313,7 @@ async fn with_postgresql_down_creates_get_503_with_retry_after() {
 
 #[tokio::test]
 async fn with_postgresql_down_concurrent_pool_key_creates_all_say_unavailable() {
-    let mut stack = Stack::start(1, 10).await;
+    let stack = Stack::start(1, 10).await;
     stack.env.postgres.stop(ShutdownMode::Immediate).await;
 
     // No key is buffered yet, so every request needs the claim that fails.

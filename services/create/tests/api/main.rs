@@ -2,6 +2,7 @@
 //! against real PostgreSQL and Redis.
 
 mod concurrency;
+mod durability;
 mod helpers;
 mod idempotency;
 mod keys;

@@ -149,7 +149,7 @@ async fn redis_refusing_or_blackholed_redirects_are_served_from_postgres_and_cre
 
 #[tokio::test]
 async fn the_key_pool_worker_does_not_need_redis() {
-    let mut env = TestEnv::start().await;
+    let env = TestEnv::start().await;
     env.redis.stop().await;
 
     let outcome = worker(&env).await.refill_once().await;
@@ -303,7 +303,7 @@ async fn postgres_slow_cached_links_are_unaffected_and_timeouts_open_the_breaker
 
 #[tokio::test]
 async fn postgres_restarted_every_service_recovers_by_itself() {
-    let mut stack = Stack::start(1, 500).await;
+    let stack = Stack::start(1, 500).await;
     let before: Value = stack
         .post(&json!({ "url": "https://example.com/pre" }))
         .await
@@ -340,7 +340,7 @@ async fn postgres_restarted_every_service_recovers_by_itself() {
 
 #[tokio::test]
 async fn the_key_pool_worker_backs_off_while_postgres_is_down_and_resumes() {
-    let mut env = TestEnv::start().await;
+    let env = TestEnv::start().await;
     let settings = kurz_keypool::Settings::from_source(
         &env.source()
             .with("KURZ_POOL_LOW_WATERMARK", "100")
@@ -479,4 +479,69 @@ async fn sigterm_stops_the_redirect_after_its_in_flight_requests() {
     assert!(stopped.is_ok(), "clean exit: {stopped:?}");
     let response = in_flight.await.expect("task").expect("answered");
     assert_eq!(response.status(), StatusCode::FOUND);
+}
+
+#[tokio::test]
+async fn redis_restarted_the_pools_reconnect_and_the_cache_is_used_again() {
+    let stack = Stack::start(1, 100).await;
+    let link: Value = stack
+        .post(&json!({ "url": "https://example.com/rr" }))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let code = link["code"].as_str().expect("code").to_owned();
+
+    stack.env.redis.stop().await;
+    stack.env.redis.restart().await;
+
+    // The first uses of dead connections may fail (and count as misses); the pool replaces
+    // them, and the redirect fills the restarted, empty Redis again.
+    eventually("the cache is filled again", || async {
+        stack.follow(link["short_url"].as_str().expect("url")).await;
+        let mut redis = stack.env.redis_conn().await;
+        redis::cmd("EXISTS")
+            .arg(format!("kurz:link:{code}"))
+            .query_async::<bool>(&mut redis)
+            .await
+            .expect("EXISTS")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stopping_the_key_pool_worker_finishes_its_batch_and_never_leaves_half_of_one() {
+    let env = TestEnv::start().await;
+    let settings = kurz_keypool::Settings::from_source(
+        &env.source()
+            .with("KURZ_POOL_LOW_WATERMARK", "1000")
+            .with("KURZ_POOL_HIGH_WATERMARK", "200000"),
+    )
+    .expect("valid settings");
+    let worker = kurz_keypool::Worker::build(&settings)
+        .await
+        .expect("worker");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(120), running)
+        .await
+        .expect("the worker stops")
+        .expect("cleanly");
+
+    let n: i64 = env
+        .sql()
+        .await
+        .query_one("SELECT count(*) FROM key_pool", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert!(
+        n == 0 || n == 200_000,
+        "all of the batch or none of it, got {n}"
+    );
 }

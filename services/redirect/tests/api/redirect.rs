@@ -171,7 +171,7 @@ async fn a_deleted_link_is_404() {
 
 #[tokio::test]
 async fn malformed_codes_are_404_without_touching_redis_or_postgres() {
-    let mut env = TestEnv::start().await;
+    let env = TestEnv::start().await;
     let app = spawn_redirect(&env, &[]).await;
     env.redis.stop().await;
     env.postgres.stop(ShutdownMode::Immediate).await;
@@ -203,7 +203,7 @@ async fn malformed_codes_are_404_without_touching_redis_or_postgres() {
 
 #[tokio::test]
 async fn a_miss_fills_the_cache_and_later_hits_need_no_postgres() {
-    let mut env = TestEnv::start().await;
+    let env = TestEnv::start().await;
     insert(&env, "cached1", "https://example.com/c", None).await;
     let app = spawn_redirect(&env, &[]).await;
     let client = http_client();

@@ -21,7 +21,7 @@ async fn healthz_says_alive() {
 
 #[tokio::test]
 async fn readyz_is_ready_then_degraded_without_redis_then_unavailable_without_postgres() {
-    let mut env = TestEnv::start().await;
+    let env = TestEnv::start().await;
     let app = spawn_redirect(&env, &[]).await;
     let client = http_client();
     let readyz = || async {
@@ -57,7 +57,7 @@ async fn readyz_is_ready_then_degraded_without_redis_then_unavailable_without_po
 
 #[tokio::test]
 async fn with_redis_down_links_are_served_from_postgres() {
-    let mut env = TestEnv::start().await;
+    let env = TestEnv::start().await;
     insert(&env, "noredis", "https://example.com/r", None).await;
     let app = spawn_redirect(&env, &[]).await;
     env.redis.stop().await;
