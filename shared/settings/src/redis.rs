@@ -22,7 +22,8 @@ pub struct RedisSettings {
     /// `KURZ_REDIS_CONNECT_TIMEOUT_MS` (default 500 ms).
     pub connect_timeout: Duration,
     /// `KURZ_REDIS_COMMAND_TIMEOUT_MS`: the whole budget of one cache call, pool wait included
-    /// (default 100 ms).
+    /// (default 50 ms: a cache that answers slower than a database lookup is not worth
+    /// waiting for).
     pub command_timeout: Duration,
 }
 
@@ -56,7 +57,7 @@ impl RedisSettings {
             )?,
             command_timeout: positive_millis(
                 "KURZ_REDIS_COMMAND_TIMEOUT_MS",
-                vars.redis_command_timeout_ms.unwrap_or(100),
+                vars.redis_command_timeout_ms.unwrap_or(50),
             )?,
         })
     }

@@ -86,14 +86,17 @@ impl TestEnv {
         format!("redis://127.0.0.1:{}", proxy.port())
     }
 
-    /// `KURZ_*` variables for a service under test: this env's servers, a free port, human
-    /// logs. Tests add or override with [`Source::with`].
+    /// `KURZ_*` variables for a service under test: this env's servers, a free port, a
+    /// roomy Redis budget. Tests add or override with [`Source::with`].
     pub fn source(&self) -> Source {
         Source::from_vars([
             ("KURZ_DATABASE_URL", self.database_url()),
             ("KURZ_REDIS_URL", self.redis_url()),
             ("KURZ_LISTEN", "127.0.0.1:0".to_owned()),
             ("KURZ_PUBLIC_BASE_URL", "http://kurz.test".to_owned()),
+            // Debug builds on a loaded two-core machine can miss the 50 ms production budget;
+            // a missed cache write would make cache assertions flaky, not prove anything.
+            ("KURZ_REDIS_COMMAND_TIMEOUT_MS", "500".to_owned()),
         ])
     }
 
