@@ -103,6 +103,13 @@ pub async fn create(
         if let Err(e) = state.cache.put(&link.code, &CachedLink::from(&link)).await {
             tracing::debug!(error = %e, "cache write after create failed");
         }
+        // An alias may have been probed before it existed, and redirect instances may hold
+        // that 404 in memory. (Pool keys are random: nobody probed them to speak of.)
+        if body.alias.is_some()
+            && let Err(e) = state.cache.publish_invalidation(&link.code).await
+        {
+            tracing::debug!(error = %e, "publishing the invalidation failed");
+        }
     }
     let mut response = HttpResponse::Created();
     response.insert_header((LOCATION, format!("/api/v1/links/{}", link.code)));
@@ -205,6 +212,10 @@ pub async fn delete(
     }
     if let Err(e) = state.cache.remove(&code).await {
         tracing::warn!(error = %e, "cache invalidation after delete failed; the entry expires with its TTL");
+    }
+    // Redirect instances also hold the link in memory: tell them all.
+    if let Err(e) = state.cache.publish_invalidation(&code).await {
+        tracing::warn!(error = %e, "publishing the invalidation failed; in-process caches expire it with their TTL");
     }
     let cache = state.cache.clone();
     let code = code.into_inner();

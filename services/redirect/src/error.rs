@@ -3,21 +3,24 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
+use std::sync::Arc;
+
 use kurz_repository::RepoError;
 
 /// Why a redirect could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum RedirectError {
     /// 503 with `Retry-After`: PostgreSQL was needed (a cache miss) and is unavailable.
+    /// Shared: every request that waited for the same single-flight load gets it.
     #[error("link storage is unavailable")]
-    Unavailable(#[source] RepoError),
+    Unavailable(#[source] Arc<RepoError>),
     /// 500: anything else; the detail goes to the log, not to the client.
     #[error("internal error")]
-    Internal(#[source] RepoError),
+    Internal(#[source] Arc<RepoError>),
 }
 
-impl From<RepoError> for RedirectError {
-    fn from(e: RepoError) -> Self {
+impl From<Arc<RepoError>> for RedirectError {
+    fn from(e: Arc<RepoError>) -> Self {
         if e.is_unavailable() {
             Self::Unavailable(e)
         } else {

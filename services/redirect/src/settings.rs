@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use kurz_repository::cache::CacheTtl;
 use kurz_settings::{
     DatabaseSettings, HttpSettings, RedisSettings, SettingsError, Source, TelemetrySettings,
-    positive_secs,
+    positive_millis, positive_secs,
 };
 use serde::Deserialize;
 
@@ -35,6 +35,12 @@ pub struct RedirectSettings {
     /// `KURZ_NEGATIVE_CACHE_TTL_SECS`: how long Redis remembers an unknown code (default 10 s),
     /// so a flood of random codes costs PostgreSQL one lookup per code per period.
     pub negative_cache_ttl: Duration,
+    /// `KURZ_LOCAL_CACHE_TTL_MS`: how long this process keeps an answer in memory (default
+    /// 5,000 ms). Deletes reach every instance at once over pub/sub; this bounds the cost of a
+    /// lost message.
+    pub local_cache_ttl: Duration,
+    /// `KURZ_LOCAL_CACHE_CAPACITY`: answers kept in memory (default 100,000, tens of MB).
+    pub local_cache_capacity: u64,
 }
 
 impl RedirectSettings {
@@ -52,6 +58,8 @@ struct Vars {
     redirect_status: Option<u16>,
     cache_ttl_secs: Option<u64>,
     negative_cache_ttl_secs: Option<u64>,
+    local_cache_ttl_ms: Option<u64>,
+    local_cache_capacity: Option<u64>,
 }
 
 impl Settings {
@@ -81,6 +89,11 @@ impl Settings {
                     "KURZ_NEGATIVE_CACHE_TTL_SECS",
                     vars.negative_cache_ttl_secs.unwrap_or(10),
                 )?,
+                local_cache_ttl: positive_millis(
+                    "KURZ_LOCAL_CACHE_TTL_MS",
+                    vars.local_cache_ttl_ms.unwrap_or(5_000),
+                )?,
+                local_cache_capacity: vars.local_cache_capacity.unwrap_or(100_000),
             },
         })
     }

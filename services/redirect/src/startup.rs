@@ -17,6 +17,8 @@ use crate::settings::Settings;
 pub struct Application {
     port: u16,
     server: Server,
+    /// The invalidation subscriber; stopped with the server.
+    invalidations: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -28,8 +30,24 @@ impl Application {
             .await
             .context("checking the database schema")?;
         let cache = RedisCache::new(&settings.redis, settings.redirect.cache_ttl())?;
+        let resolver = Resolver::new(
+            repo,
+            cache,
+            settings.redirect.local_cache_ttl,
+            settings.redirect.local_cache_capacity,
+        );
+        let invalidations = tokio::spawn({
+            let resolver = resolver.clone();
+            let (url, timeout) = (settings.redis.url.clone(), settings.redis.connect_timeout);
+            async move {
+                kurz_repository::invalidation::follow(url, timeout, |event| {
+                    resolver.invalidate(event)
+                })
+                .await;
+            }
+        });
         let state = web::Data::new(State {
-            resolver: Resolver::new(repo, cache),
+            resolver,
             status: settings.redirect.status,
         });
         let listener = TcpListener::bind(settings.http.listen)
@@ -48,7 +66,11 @@ impl Application {
         .disable_signals()
         .shutdown_timeout(kurz_http::SHUTDOWN_GRACE_SECS)
         .run();
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            server,
+            invalidations,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -60,6 +82,8 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        kurz_http::run_until_stopped(self.server, shutdown).await
+        let served = kurz_http::run_until_stopped(self.server, shutdown).await;
+        self.invalidations.abort();
+        served
     }
 }

@@ -203,6 +203,18 @@ impl LinkCache for RedisCache {
         .await
     }
 
+    async fn publish_invalidation(&self, code: &str) -> Result<(), CacheError> {
+        let code = code.to_owned();
+        self.run(|mut conn| async move {
+            redis::cmd("PUBLISH")
+                .arg(crate::invalidation::CHANNEL)
+                .arg(&code)
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), CacheError> {
         self.run(|mut conn| async move { redis::cmd("PING").query_async::<()>(&mut conn).await })
             .await

@@ -3,6 +3,7 @@
 //! - [`model`]: domain types (`Link`, `NewLink`, `CachedLink`).
 //! - [`codes`]: the code alphabet, code checks and random key generation.
 //! - [`error`]: `RepoError` (PostgreSQL) and `CacheError` (Redis); neither knows HTTP.
+//! - [`invalidation`]: cross-instance invalidation of in-process caches over Redis pub/sub.
 //! - [`postgres`]: the pool, migrations, the schema check and the SQL of links and keys.
 //! - [`breaker`]: the circuit breaker every PostgreSQL call goes through.
 //! - [`cache`]: the Redis link cache.
@@ -13,6 +14,7 @@ pub mod breaker;
 pub mod cache;
 pub mod codes;
 pub mod error;
+pub mod invalidation;
 pub mod model;
 pub mod postgres;
 
@@ -109,6 +111,12 @@ pub trait LinkCache: Send + Sync + 'static {
 
     /// Forgets a code.
     fn remove(&self, code: &str) -> impl Future<Output = Result<(), CacheError>> + Send;
+
+    /// Tells every instance's in-process cache that the link behind `code` changed.
+    fn publish_invalidation(
+        &self,
+        code: &str,
+    ) -> impl Future<Output = Result<(), CacheError>> + Send;
 
     /// One cheap round trip, for readiness checks.
     fn ping(&self) -> impl Future<Output = Result<(), CacheError>> + Send;

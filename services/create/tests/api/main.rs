@@ -3,6 +3,7 @@
 
 mod concurrency;
 mod durability;
+mod fastpath;
 mod helpers;
 mod idempotency;
 mod keys;

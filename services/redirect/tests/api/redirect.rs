@@ -234,7 +234,8 @@ async fn after_flushall_every_link_resolves_from_postgres_and_the_cache_refills(
     for code in &codes {
         insert(&env, code, &format!("https://example.com/{code}"), None).await;
     }
-    let app = spawn_redirect(&env, &[]).await;
+    // The in-process cache would answer from memory; this test is about the Redis tier.
+    let app = spawn_redirect(&env, &[("KURZ_LOCAL_CACHE_TTL_MS", "1")]).await;
     let client = http_client();
     for code in &codes {
         client

@@ -1,0 +1,161 @@
+//! One persistent HTTP/1.1 connection to a target, reconnected after errors.
+//!
+//! Each worker owns its connections, so `--connections N` means exactly N sockets per target, all
+//! kept alive: no pool decides when to open another, and nothing is shared between workers on
+//! the request path.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::http::uri::PathAndQuery;
+use hyper::{Method, Request, StatusCode, Uri, header};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::target::Target;
+
+/// Why a request got no HTTP response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TransportError {
+    /// The TCP connection could not be opened (refused, reset).
+    Connect,
+    /// No complete response within `--timeout`, connecting included.
+    Timeout,
+    /// The connection failed while sending or reading (closed early, bad HTTP).
+    Io,
+}
+
+impl TransportError {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Io => "io",
+        }
+    }
+}
+
+/// A complete response: status and the whole body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+/// A keep-alive connection to one target, opened on first use.
+#[derive(Debug)]
+pub struct Connection {
+    target: Target,
+    timeout: Duration,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Connection {
+    pub fn new(target: Target, timeout: Duration) -> Self {
+        Self {
+            target,
+            timeout,
+            sender: None,
+        }
+    }
+
+    /// Sends a GET for `path`.
+    pub async fn get(&mut self, path: PathAndQuery) -> Result<Reply, TransportError> {
+        let request = self.request(Method::GET, path, None);
+        self.send(request).await
+    }
+
+    /// Sends a POST of a JSON `body` to `path`.
+    pub async fn post_json(
+        &mut self,
+        path: PathAndQuery,
+        body: Bytes,
+    ) -> Result<Reply, TransportError> {
+        let request = self.request(Method::POST, path, Some(body));
+        self.send(request).await
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        path: PathAndQuery,
+        body: Option<Bytes>,
+    ) -> Request<Full<Bytes>> {
+        // A client connection writes the URI as given, so an origin-form URI (path only) plus a
+        // Host header is exactly what goes on the wire.
+        let has_body = body.is_some();
+        let mut request = Request::new(Full::new(body.unwrap_or_default()));
+        *request.method_mut() = method;
+        *request.uri_mut() = Uri::from(path);
+        let headers = request.headers_mut();
+        headers.insert(header::HOST, self.target.host_header.clone());
+        if has_body {
+            headers.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+        }
+        request
+    }
+
+    async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<Reply, TransportError> {
+        let outcome = tokio::time::timeout(self.timeout, self.exchange(request)).await;
+        let result = outcome.unwrap_or(Err(TransportError::Timeout));
+        if result.is_err() {
+            // Whatever state the connection was left in (a half-read response, a request the
+            // server may still answer), it cannot be trusted for the next request.
+            self.sender = None;
+        }
+        result
+    }
+
+    async fn exchange(&mut self, request: Request<Full<Bytes>>) -> Result<Reply, TransportError> {
+        let sender = self.ready_sender().await?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|_| TransportError::Io)?;
+        let status = response.status();
+        // Reading the body to its end is what returns the connection to keep-alive.
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|_| TransportError::Io)?
+            .to_bytes();
+        Ok(Reply { status, body })
+    }
+
+    /// The sender of a connection ready for a request, opening a new connection if there is none
+    /// or the server has closed the old one (idle timeout, `Connection: close`). Replacing a
+    /// closed connection is not an error: it is what any keep-alive client does.
+    async fn ready_sender(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, TransportError> {
+        if let Some(sender) = self.sender.as_mut()
+            && sender.ready().await.is_err()
+        {
+            self.sender = None;
+        }
+        if self.sender.is_none() {
+            self.sender = Some(self.connect().await?);
+        }
+        self.sender.as_mut().ok_or(TransportError::Connect)
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, TransportError> {
+        let stream = TcpStream::connect(self.target.addr)
+            .await
+            .map_err(|_| TransportError::Connect)?;
+        // Requests are small and each waits for its answer: Nagle would only add delay.
+        stream.set_nodelay(true).map_err(|_| TransportError::Connect)?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| TransportError::Connect)?;
+        // The connection task ends by itself when the sender is dropped or the server closes.
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+}
