@@ -156,7 +156,10 @@ pub enum Scenario {
 impl Scenario {
     /// Whether the scenario reads `--codes`.
     pub fn needs_codes(self) -> bool {
-        matches!(self, Self::RedirectHot | Self::RedirectUniform | Self::Mixed)
+        matches!(
+            self,
+            Self::RedirectHot | Self::RedirectUniform | Self::Mixed
+        )
     }
 
     /// Whether the scenario sends to `--target`, and to `--create-target`.
@@ -185,7 +188,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "us" | "µs" => value / 1_000_000.0,
         "m" => value * 60.0,
         "h" => value * 3_600.0,
-        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown unit `{unit}` (use ms, s, m or h)"
+            ));
+        }
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
 }
@@ -202,7 +209,9 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 fn parse_zipf_s(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
-        _ => Err(format!("`{text}` is not a Zipf exponent: give a number >= 0")),
+        _ => Err(format!(
+            "`{text}` is not a Zipf exponent: give a number >= 0"
+        )),
     }
 }
 

@@ -148,7 +148,9 @@ impl Connection {
             .await
             .map_err(|_| TransportError::Connect)?;
         // Requests are small and each waits for its answer: Nagle would only add delay.
-        stream.set_nodelay(true).map_err(|_| TransportError::Connect)?;
+        stream
+            .set_nodelay(true)
+            .map_err(|_| TransportError::Connect)?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|_| TransportError::Connect)?;

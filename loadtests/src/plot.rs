@@ -31,11 +31,19 @@ pub fn write_svg(path: &Path, report: &Report) -> Result<(), PlotError> {
     root.present().map_err(err)
 }
 
-fn draw_percentiles(area: &DrawingArea<SVGBackend, Shift>, report: &Report) -> Result<(), PlotError> {
+fn draw_percentiles(
+    area: &DrawingArea<SVGBackend, Shift>,
+    report: &Report,
+) -> Result<(), PlotError> {
     let points: Vec<(f64, f64)> = report
         .percentiles
         .iter()
-        .map(|p| (1.0 / (1.0 - p.percentile / 100.0), p.latency_us as f64 / 1_000.0))
+        .map(|p| {
+            (
+                1.0 / (1.0 - p.percentile / 100.0),
+                p.latency_us as f64 / 1_000.0,
+            )
+        })
         .collect();
     let x_max = points.last().map_or(10.0, |p| p.0).max(10.0);
     let y_max = points.iter().map(|p| p.1).fold(0.0, f64::max).max(0.001) * 1.1;
@@ -64,11 +72,24 @@ fn draw_percentiles(area: &DrawingArea<SVGBackend, Shift>, report: &Report) -> R
     Ok(())
 }
 
-fn draw_timeseries(area: &DrawingArea<SVGBackend, Shift>, report: &Report) -> Result<(), PlotError> {
+fn draw_timeseries(
+    area: &DrawingArea<SVGBackend, Shift>,
+    report: &Report,
+) -> Result<(), PlotError> {
     let series = &report.timeseries;
     let x_max = (series.len() as f64).max(1.0);
-    let rps_max = series.iter().map(|t| t.throughput_rps).fold(0.0, f64::max).max(1.0) * 1.1;
-    let p99_max = series.iter().map(|t| t.p99_us as f64 / 1_000.0).fold(0.0, f64::max).max(0.001) * 1.1;
+    let rps_max = series
+        .iter()
+        .map(|t| t.throughput_rps)
+        .fold(0.0, f64::max)
+        .max(1.0)
+        * 1.1;
+    let p99_max = series
+        .iter()
+        .map(|t| t.p99_us as f64 / 1_000.0)
+        .fold(0.0, f64::max)
+        .max(0.001)
+        * 1.1;
     let mut chart = ChartBuilder::on(area)
         .caption("throughput and p99 per second", ("sans-serif", 22))
         .margin(15)
@@ -90,13 +111,17 @@ fn draw_timeseries(area: &DrawingArea<SVGBackend, Shift>, report: &Report) -> Re
         .draw()
         .map_err(err)?;
     // Each point sits in the middle of the second it covers.
-    let throughput = series.iter().map(|t| (t.second as f64 + 0.5, t.throughput_rps));
+    let throughput = series
+        .iter()
+        .map(|t| (t.second as f64 + 0.5, t.throughput_rps));
     chart
         .draw_series(LineSeries::new(throughput, BLUE.stroke_width(2)))
         .map_err(err)?
         .label("throughput (req/s, left)")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
-    let p99 = series.iter().map(|t| (t.second as f64 + 0.5, t.p99_us as f64 / 1_000.0));
+    let p99 = series
+        .iter()
+        .map(|t| (t.second as f64 + 0.5, t.p99_us as f64 / 1_000.0));
     chart
         .draw_secondary_series(LineSeries::new(p99, RED.stroke_width(2)))
         .map_err(err)?

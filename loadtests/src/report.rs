@@ -177,7 +177,11 @@ impl Report {
             group(m.transport_errors),
             error_kinds(&m.transport_errors_by_kind),
         )?;
-        writeln!(out, "  throughput   {} req/s", group(m.throughput_rps.round() as u64))?;
+        writeln!(
+            out,
+            "  throughput   {} req/s",
+            group(m.throughput_rps.round() as u64)
+        )?;
         let l = &m.latency_us;
         writeln!(
             out,
@@ -318,7 +322,10 @@ fn expected_status(scenario: Scenario) -> BTreeMap<&'static str, &'static str> {
         );
     }
     if creates {
-        map.insert("create", Expected::for_request(scenario, Kind::Create).label());
+        map.insert(
+            "create",
+            Expected::for_request(scenario, Kind::Create).label(),
+        );
     }
     map
 }
@@ -380,7 +387,11 @@ mod tests {
         let points = percentile_points(&h);
         assert_eq!(points.first().map(|p| p.percentile), Some(0.0));
         assert_eq!(points.last().map(|p| p.percentile), Some(99.9));
-        assert!(points.windows(2).all(|w| w[0].latency_us <= w[1].latency_us));
+        assert!(
+            points
+                .windows(2)
+                .all(|w| w[0].latency_us <= w[1].latency_us)
+        );
         let p90 = points.iter().find(|p| p.percentile == 90.0).expect("p90");
         assert_eq!(p90.latency_us, 900);
     }

@@ -100,8 +100,7 @@ impl RunPlan {
         };
         let rng_seed = args.rng_seed.unwrap_or_else(|| rand::rng().random());
         let run_id = args.run_id.clone().unwrap_or_else(new_run_id);
-        let workload =
-            Workload::new(args.scenario, &codes, args.hot_codes, args.zipf_s, &run_id)?;
+        let workload = Workload::new(args.scenario, &codes, args.hot_codes, args.zipf_s, &run_id)?;
         let settings = Settings {
             mode: args.mode,
             scenario: args.scenario,
@@ -158,9 +157,17 @@ pub async fn run(plan: RunPlan) -> Report {
     let progress = Progress::start(live, start, timing.warmup);
     let workers: Vec<Worker> = (0..timing.connections)
         .map(|index| Worker {
-            planner: plan.workload.planner(plan.settings.rng_seed.wrapping_add(u64::from(index))),
-            redirect: plan.redirect.clone().map(|t| Connection::new(t, plan.timeout)),
-            create: plan.create.clone().map(|t| Connection::new(t, plan.timeout)),
+            planner: plan
+                .workload
+                .planner(plan.settings.rng_seed.wrapping_add(u64::from(index))),
+            redirect: plan
+                .redirect
+                .clone()
+                .map(|t| Connection::new(t, plan.timeout)),
+            create: plan
+                .create
+                .clone()
+                .map(|t| Connection::new(t, plan.timeout)),
             recorder: Recorder::new(shared.measure_start, timing.duration),
             shared: shared.clone(),
         })
@@ -228,7 +235,9 @@ async fn run_open(
     // index, the others queue for the mutex, so each index goes to exactly one free worker.
     let queue = Arc::new(Mutex::new(rx));
     let sent = Arc::new(AtomicU64::new(0));
-    let start = workers.first().map_or_else(Instant::now, |w| w.shared.start);
+    let start = workers
+        .first()
+        .map_or_else(Instant::now, |w| w.shared.start);
     let dispatcher = std::thread::spawn(move || dispatch(tx, start, timing.rate, total, &stop));
     let tasks: Vec<_> = workers
         .into_iter()
@@ -253,7 +262,10 @@ async fn run_open(
     let recorders = join_all(tasks).await;
     // The channel closes only when the dispatcher is done, so it has already returned.
     let dispatched = dispatcher.join().unwrap_or(total);
-    (recorders, dispatched.saturating_sub(sent.load(Ordering::Relaxed)))
+    (
+        recorders,
+        dispatched.saturating_sub(sent.load(Ordering::Relaxed)),
+    )
 }
 
 /// Releases indices `0..total` at their due times; returns how many it released.

@@ -266,7 +266,10 @@ mod tests {
         let creates = (0..20_000)
             .filter(|_| matches!(planner.plan(), Planned::Create(_)))
             .count();
-        assert!((800..1_200).contains(&creates), "{creates} creates in 20000");
+        assert!(
+            (800..1_200).contains(&creates),
+            "{creates} creates in 20000"
+        );
     }
 
     #[test]

@@ -50,7 +50,10 @@ mod tests {
     fn requests_are_due_at_fixed_intervals() {
         assert_eq!(intended_offset(0, 1_000.0), Duration::ZERO);
         assert_eq!(intended_offset(1, 1_000.0), Duration::from_millis(1));
-        assert_eq!(intended_offset(2_500, 1_000.0), Duration::from_millis(2_500));
+        assert_eq!(
+            intended_offset(2_500, 1_000.0),
+            Duration::from_millis(2_500)
+        );
         assert_eq!(intended_offset(3, 4.0), Duration::from_millis(750));
     }
 
@@ -58,7 +61,11 @@ mod tests {
     fn due_before_counts_the_requests_inside_a_window() {
         assert_eq!(due_before(Duration::from_secs(1), 100.0), 100);
         assert_eq!(due_before(Duration::ZERO, 100.0), 0);
-        assert_eq!(due_before(Duration::from_millis(1), 100.0), 1, "request 0 at t=0");
+        assert_eq!(
+            due_before(Duration::from_millis(1), 100.0),
+            1,
+            "request 0 at t=0"
+        );
         // 1.2 * 200 is 240.00000000000003 in floating point; a naive ceil would say 241.
         assert_eq!(due_before(Duration::from_millis(1_200), 200.0), 240);
         assert_eq!(due_before(Duration::from_millis(200), 200.0), 40);

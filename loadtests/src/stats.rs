@@ -169,13 +169,29 @@ mod tests {
         let mut recorder = Recorder::new(start, Duration::from_secs(3));
         let ok = StatusCode::FOUND;
         recorder.response(start, Duration::from_micros(100), ok, true);
-        recorder.response(start + Duration::from_millis(1_500), Duration::from_micros(200), ok, true);
+        recorder.response(
+            start + Duration::from_millis(1_500),
+            Duration::from_micros(200),
+            ok,
+            true,
+        );
         // After the window: folded into the last second rather than making a near-empty one.
-        recorder.response(start + Duration::from_secs(7), Duration::from_micros(300), ok, true);
-        recorder.error(start + Duration::from_millis(2_100), TransportError::Timeout);
+        recorder.response(
+            start + Duration::from_secs(7),
+            Duration::from_micros(300),
+            ok,
+            true,
+        );
+        recorder.error(
+            start + Duration::from_millis(2_100),
+            TransportError::Timeout,
+        );
 
-        let per_second: Vec<(u64, u64)> =
-            recorder.seconds.iter().map(|s| (s.responses, s.errors)).collect();
+        let per_second: Vec<(u64, u64)> = recorder
+            .seconds
+            .iter()
+            .map(|s| (s.responses, s.errors))
+            .collect();
         assert_eq!(per_second, [(1, 0), (1, 0), (1, 1)]);
         assert_eq!(recorder.responses(), 3);
         assert_eq!(recorder.errors.get("timeout"), Some(&1));
@@ -187,7 +203,12 @@ mod tests {
         let mut a = Recorder::new(start, Duration::from_secs(2));
         let mut b = Recorder::new(start, Duration::from_secs(2));
         a.response(start, Duration::from_micros(100), StatusCode::FOUND, true);
-        b.response(start + Duration::from_secs(1), Duration::from_micros(900), StatusCode::NOT_FOUND, false);
+        b.response(
+            start + Duration::from_secs(1),
+            Duration::from_micros(900),
+            StatusCode::NOT_FOUND,
+            false,
+        );
         b.error(start, TransportError::Connect);
 
         a.merge(&b);

@@ -24,8 +24,15 @@ fn read_json(path: &Path) -> Value {
 
 fn assert_svg(path: &Path) {
     let text = std::fs::read_to_string(path).expect("SVG plot written");
-    assert!(text.contains("<svg"), "not an SVG: {}", &text[..text.len().min(100)]);
-    assert!(text.contains("<polyline") || text.contains("<path"), "no line drawn");
+    assert!(
+        text.contains("<svg"),
+        "not an SVG: {}",
+        &text[..text.len().min(100)]
+    );
+    assert!(
+        text.contains("<polyline") || text.contains("<path"),
+        "no line drawn"
+    );
 }
 
 fn write_codes(dir: &TempDir) -> String {
@@ -54,16 +61,34 @@ async fn closed_mode_counts_every_response_and_writes_the_files() {
     let (json_arg, svg_arg) = (json.display().to_string(), svg.display().to_string());
     let url = sink.url();
     let args = run_args(&[
-        "--target", &url, "--codes", &codes, "--connections", "4", "--duration", "1s",
-        "--warmup", "200ms", "--out-json", &json_arg, "--out-plot", &svg_arg,
+        "--target",
+        &url,
+        "--codes",
+        &codes,
+        "--connections",
+        "4",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--out-json",
+        &json_arg,
+        "--out-plot",
+        &svg_arg,
     ]);
 
     // Act
-    let report = kurz_loadtests::run_and_report(args).await.expect("run succeeds");
+    let report = kurz_loadtests::run_and_report(args)
+        .await
+        .expect("run succeeds");
 
     // Assert
     let summary = &report.summary;
-    assert!(summary.responses > 100, "only {} responses", summary.responses);
+    assert!(
+        summary.responses > 100,
+        "only {} responses",
+        summary.responses
+    );
     assert_eq!(summary.transport_errors, 0);
     assert_eq!(summary.status_counts.get(&302), Some(&summary.responses));
     assert_eq!(summary.expected_responses, summary.responses);
@@ -73,12 +98,22 @@ async fn closed_mode_counts_every_response_and_writes_the_files() {
     assert!(served > summary.responses, "{served} served");
     let written = read_json(&json);
     assert_eq!(u64_at(&written, "/summary/responses"), summary.responses);
-    assert_eq!(written.pointer("/settings/mode"), Some(&Value::from("closed")));
-    assert_eq!(written.pointer("/expected_status/redirect"), Some(&Value::from("3xx")));
+    assert_eq!(
+        written.pointer("/settings/mode"),
+        Some(&Value::from("closed"))
+    );
+    assert_eq!(
+        written.pointer("/expected_status/redirect"),
+        Some(&Value::from("3xx"))
+    );
     let seconds = written["timeseries"].as_array().expect("time series");
     assert_eq!(seconds.len(), 1, "a 1 s window has one second");
     assert_eq!(u64_at(&seconds[0], "/responses"), summary.responses);
-    assert!(written["percentiles"].as_array().is_some_and(|p| p.len() > 10));
+    assert!(
+        written["percentiles"]
+            .as_array()
+            .is_some_and(|p| p.len() > 10)
+    );
     assert_svg(&svg);
 }
 
@@ -93,17 +128,36 @@ async fn open_mode_sends_what_the_schedule_says() {
     let (json_arg, svg_arg) = (json.display().to_string(), svg.display().to_string());
     let url = sink.url();
     let args = run_args(&[
-        "--mode", "open", "--rate", "200", "--scenario", "redirect-miss", "--target", &url,
-        "--connections", "4", "--duration", "1s", "--warmup", "200ms", "--out-json", &json_arg,
-        "--out-plot", &svg_arg,
+        "--mode",
+        "open",
+        "--rate",
+        "200",
+        "--scenario",
+        "redirect-miss",
+        "--target",
+        &url,
+        "--connections",
+        "4",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--out-json",
+        &json_arg,
+        "--out-plot",
+        &svg_arg,
     ]);
 
     // Act
-    let report = kurz_loadtests::run_and_report(args).await.expect("run succeeds");
+    let report = kurz_loadtests::run_and_report(args)
+        .await
+        .expect("run succeeds");
 
     // Assert
     let summary = &report.summary;
-    let unsent = summary.unsent_behind_schedule.expect("open mode reports unsent");
+    let unsent = summary
+        .unsent_behind_schedule
+        .expect("open mode reports unsent");
     assert_eq!(summary.requests + unsent, 200);
     assert!(summary.responses >= 190, "{} responses", summary.responses);
     // redirect-miss expects 404 and the sink answers 302: counted, and called unexpected.
@@ -111,7 +165,10 @@ async fn open_mode_sends_what_the_schedule_says() {
     assert_eq!(summary.unexpected_responses, summary.responses);
     assert!(summary.send_lag_us.is_some());
     let written = read_json(&json);
-    assert_eq!(written.pointer("/expected_status/redirect"), Some(&Value::from("404")));
+    assert_eq!(
+        written.pointer("/expected_status/redirect"),
+        Some(&Value::from("404"))
+    );
     assert_eq!(written.pointer("/settings/rate"), Some(&Value::from(200.0)));
     assert_svg(&svg);
 }
@@ -125,12 +182,26 @@ async fn open_mode_charges_a_server_stall_to_the_requests_due_during_it() {
         .expect("sink starts");
     let url = sink.url();
     let args = run_args(&[
-        "--mode", "open", "--rate", "200", "--scenario", "redirect-miss", "--target", &url,
-        "--connections", "4", "--duration", "1200ms", "--warmup", "0s",
+        "--mode",
+        "open",
+        "--rate",
+        "200",
+        "--scenario",
+        "redirect-miss",
+        "--target",
+        &url,
+        "--connections",
+        "4",
+        "--duration",
+        "1200ms",
+        "--warmup",
+        "0s",
     ]);
 
     // Act
-    let report = kurz_loadtests::run_and_report(args).await.expect("run succeeds");
+    let report = kurz_loadtests::run_and_report(args)
+        .await
+        .expect("run succeeds");
 
     // Assert: about 60 of 240 requests were due during the stall and each waited for its end,
     // so well over 1% of latencies are long, not just the 4 that were in flight.
@@ -150,8 +221,16 @@ async fn seed_writes_the_codes_of_created_links() {
     let out = dir.path().join("codes.txt");
     let (url, out_arg) = (sink.url(), out.display().to_string());
     let cli = Cli::try_parse_from([
-        "kurz-load", "seed", "--count", "100", "--create-target", &url, "--out", &out_arg,
-        "--concurrency", "8",
+        "kurz-load",
+        "seed",
+        "--count",
+        "100",
+        "--create-target",
+        &url,
+        "--out",
+        &out_arg,
+        "--concurrency",
+        "8",
     ])
     .expect("valid flags");
     let Some(Command::Seed(args)) = cli.command else {
@@ -159,7 +238,9 @@ async fn seed_writes_the_codes_of_created_links() {
     };
 
     // Act
-    let written = kurz_loadtests::run_seed(args).await.expect("seeding succeeds");
+    let written = kurz_loadtests::run_seed(args)
+        .await
+        .expect("seeding succeeds");
 
     // Assert
     assert_eq!(written, 100);
@@ -198,7 +279,12 @@ async fn seeding_a_server_that_is_not_there_fails() {
 #[tokio::test]
 async fn a_non_loopback_target_is_refused_before_any_request() {
     // Arrange
-    let args = run_args(&["--scenario", "redirect-miss", "--target", "http://10.1.2.3:8080"]);
+    let args = run_args(&[
+        "--scenario",
+        "redirect-miss",
+        "--target",
+        "http://10.1.2.3:8080",
+    ]);
 
     // Act
     let result = kurz_loadtests::run_and_report(args).await;

@@ -104,9 +104,10 @@ async fn answer(
             r#"{{"code":"{code}","short_url":"http://127.0.0.1:8080/{code}","url":"https://example.com/","created_at":"2026-01-01T00:00:00Z","expires_at":null}}"#
         );
         *response.status_mut() = StatusCode::CREATED;
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
         *response.body_mut() = Full::new(Bytes::from(body));
     } else {
         *response.status_mut() = StatusCode::FOUND;

@@ -17,6 +17,7 @@ use url::Url;
 use crate::error::ApiError;
 use crate::keys::KeyBuffer;
 use crate::validate::{UrlPolicy, check_alias, parse_expires_at};
+use kurz_repository::batch::InsertBatcher;
 
 /// A delete removes the cached entry twice: at once, and again after this delay, which
 /// closes the race with a redirect instance that read the link just before the delete and
@@ -29,6 +30,8 @@ pub struct State {
     pub repo: PgRepository,
     pub cache: RedisCache,
     pub keys: Arc<KeyBuffer<PgRepository>>,
+    /// Group commit of pool-key inserts.
+    pub inserter: InsertBatcher,
     pub url_policy: UrlPolicy,
     pub public_base_url: Url,
 }
@@ -140,8 +143,8 @@ async fn store(state: &State, alias: Option<&str>, new_link: &NewLink) -> Result
         None => {
             let key = state.keys.take().await?;
             state
-                .repo
-                .insert_with_key(&key, new_link)
+                .inserter
+                .insert(key, new_link.clone())
                 .await
                 .map_err(pool_key_error)
         }

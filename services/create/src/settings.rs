@@ -32,6 +32,8 @@ pub struct LinkSettings {
     /// `KURZ_CACHE_TTL_SECS`: how long Redis keeps a link written at creation (default
     /// 3,600 s, as the redirect service).
     pub cache_ttl: Duration,
+    /// `KURZ_INSERT_BATCH_MAX`: most links one group-commit statement carries (default 256).
+    pub insert_batch_max: usize,
 }
 
 impl LinkSettings {
@@ -48,6 +50,7 @@ struct Vars {
     max_url_length: Option<usize>,
     key_batch_size: Option<usize>,
     cache_ttl_secs: Option<u64>,
+    insert_batch_max: Option<usize>,
 }
 
 impl Settings {
@@ -77,6 +80,7 @@ impl Settings {
                 max_url_length,
                 key_batch_size,
                 cache_ttl,
+                insert_batch_max: vars.insert_batch_max.unwrap_or(256).clamp(1, 10_000),
             },
         })
     }

@@ -6,6 +6,9 @@ use std::net::TcpListener;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
+use std::sync::Arc;
+
+use kurz_repository::batch::{BatchStats, InsertBatcher};
 use kurz_repository::cache::CacheTtl;
 use kurz_repository::{PgRepository, RedisCache};
 
@@ -41,6 +44,7 @@ impl Application {
         )?;
         let state = web::Data::new(State {
             keys: KeyBuffer::new(repo.clone(), settings.links.key_batch_size),
+            inserter: InsertBatcher::spawn(repo.clone(), settings.links.insert_batch_max),
             repo,
             cache,
             url_policy: UrlPolicy::new(
@@ -90,6 +94,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// What group commit did so far (tests and metrics).
+    pub fn insert_stats(&self) -> Arc<BatchStats> {
+        Arc::clone(self.state.inserter.stats())
     }
 
     /// Keys this instance holds in memory (tests check batching with it).

@@ -88,6 +88,11 @@ where
         })
     }
 
+    /// Puts an answer in the in-process cache, as a load would (warm-up and benchmarks).
+    pub async fn warm(&self, code: &str, entry: CachedLink) {
+        self.local.insert(code.to_owned(), entry).await;
+    }
+
     /// Applies a message from the invalidation channel to the in-process cache.
     pub async fn invalidate(&self, event: Invalidation) {
         match event {

@@ -5,11 +5,13 @@
 //! - [`error`]: `RepoError` (PostgreSQL) and `CacheError` (Redis); neither knows HTTP.
 //! - [`invalidation`]: cross-instance invalidation of in-process caches over Redis pub/sub.
 //! - [`postgres`]: the pool, migrations, the schema check and the SQL of links and keys.
+//! - [`batch`]: group commit of link inserts.
 //! - [`breaker`]: the circuit breaker every PostgreSQL call goes through.
 //! - [`cache`]: the Redis link cache.
 //! - The traits below are what services program against, so a decorator (a circuit breaker,
 //!   a metrics layer) or another backend can stand in without touching a handler.
 
+pub mod batch;
 pub mod breaker;
 pub mod cache;
 pub mod codes;

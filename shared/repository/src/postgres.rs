@@ -4,6 +4,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::SinkExt;
 use kurz_settings::DatabaseSettings;
@@ -252,6 +253,21 @@ impl PgRepository {
         Ok(())
     }
 
+    /// Inserts links under pool keys in one statement; all or none. Not retried, like every
+    /// insert.
+    pub async fn insert_many(&self, rows: &[(&str, &NewLink)]) -> Result<Vec<Link>, RepoError> {
+        let codes: Vec<&str> = rows.iter().map(|(code, _)| *code).collect();
+        let urls: Vec<&str> = rows.iter().map(|(_, l)| l.target_url.as_str()).collect();
+        let expiries: Vec<Option<DateTime<Utc>>> = rows.iter().map(|(_, l)| l.expires_at).collect();
+        self.guarded(async {
+            let client = self.pool.get().await?;
+            let stmt = client.prepare_cached(INSERT_MANY).await?;
+            let rows = client.query(&stmt, &[&codes, &urls, &expiries]).await?;
+            Ok(rows.iter().map(link_from_row).collect())
+        })
+        .await
+    }
+
     /// Deletes idempotency keys older than `age`; returns how many.
     pub async fn delete_idempotency_keys_older_than(
         &self,
@@ -316,6 +332,13 @@ fn link_from_row(row: &Row) -> Link {
 const INSERT_WITH_KEY: &str = "\
     INSERT INTO links (code, target_url, expires_at) \
     VALUES ($1, $2, $3) \
+    RETURNING code, target_url, created_at, expires_at";
+
+// Many links in one statement and one commit (group commit); unnest keeps it one prepared
+// statement whatever the batch size.
+const INSERT_MANY: &str = "\
+    INSERT INTO links (code, target_url, expires_at) \
+    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) \
     RETURNING code, target_url, created_at, expires_at";
 
 // One statement, so one round trip and one transaction:

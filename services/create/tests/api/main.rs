@@ -4,6 +4,7 @@
 mod concurrency;
 mod durability;
 mod fastpath;
+mod group_commit;
 mod helpers;
 mod idempotency;
 mod keys;

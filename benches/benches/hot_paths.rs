@@ -1,0 +1,113 @@
+//! Criterion benchmarks of the CPU-bound hot paths (see the crate README).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::web;
+use chrono::Utc;
+use criterion::{Criterion, criterion_group, criterion_main};
+use kurz_create::routes::CreateLink;
+use kurz_create::validate::{UrlPolicy, check_alias, parse_expires_at};
+use kurz_redirect::resolve::Resolver;
+use kurz_redirect::routes::{State, redirect};
+use kurz_repository::codes::is_well_formed;
+use kurz_repository::{CachedLink, PgRepository, RedisCache};
+use kurz_settings::{DatabaseSettings, RedisSettings, Source};
+
+const TARGET: &str =
+    "https://www.example.com/articles/2026/11/a-long-article-title?utm_source=kurz&utm_medium=link";
+
+fn codes(c: &mut Criterion) {
+    let mut group = c.benchmark_group("codes");
+    group.bench_function("well_formed_key", |b| {
+        b.iter(|| is_well_formed(black_box("aB3xK9q")))
+    });
+    group.bench_function("malformed", |b| {
+        b.iter(|| is_well_formed(black_box("has.dot")))
+    });
+    group.finish();
+}
+
+fn url(c: &mut Criterion) {
+    let base = url::Url::parse("https://kurz.example/").expect("valid");
+    let policy = UrlPolicy::new(8_192, &base);
+    let mut group = c.benchmark_group("url");
+    group.bench_function("normalize_typical", |b| {
+        b.iter(|| policy.normalize(black_box(TARGET)))
+    });
+    group.bench_function("normalize_idn_and_dot_segments", |b| {
+        b.iter(|| policy.normalize(black_box("HTTPS://Bücher.Example:443/a/./b/../c?q=1#frag")))
+    });
+    group.bench_function("refuse_control_characters", |b| {
+        b.iter(|| policy.normalize(black_box("https://exa\tmple.com/")))
+    });
+    group.finish();
+}
+
+fn create_request(c: &mut Criterion) {
+    let base = url::Url::parse("https://kurz.example/").expect("valid");
+    let policy = UrlPolicy::new(8_192, &base);
+    let body = serde_json::to_vec(&serde_json::json!({
+        "url": TARGET,
+        "alias": "launch-2030",
+        "expires_at": "2030-01-31T12:00:00Z",
+    }))
+    .expect("json");
+    c.bench_function("create_request/parse_and_validate", |b| {
+        b.iter(|| {
+            let request: CreateLink = serde_json::from_slice(black_box(&body)).expect("valid body");
+            let url = policy.normalize(&request.url).expect("valid url");
+            let alias = request.alias.as_deref().map(check_alias);
+            let expiry = request
+                .expires_at
+                .as_deref()
+                .map(|raw| parse_expires_at(raw, Utc::now()));
+            (url, alias, expiry)
+        })
+    });
+}
+
+/// The whole redirect handler, answered from the in-process cache. The pools are built but
+/// never used: a cache hit does no I/O, which is the point being measured.
+fn redirect_hit(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let source = Source::default();
+    let state = runtime.block_on(async {
+        let repo = PgRepository::new(
+            &DatabaseSettings::from_source(&source).expect("settings"),
+            "bench",
+        )
+        .expect("pool");
+        let ttl = kurz_repository::cache::CacheTtl {
+            found: Duration::from_secs(3_600),
+            missing: Duration::from_secs(10),
+        };
+        let cache = RedisCache::new(&RedisSettings::from_source(&source).expect("settings"), ttl)
+            .expect("pool");
+        let resolver = Resolver::new(repo, cache, Duration::from_secs(3_600), 100_000);
+        let entry = CachedLink::Found {
+            target_url: TARGET.to_owned(),
+            expires_at: None,
+        };
+        resolver.warm("aB3xK9q", entry).await;
+        web::Data::new(State {
+            resolver,
+            status: StatusCode::FOUND,
+        })
+    });
+    c.bench_function("redirect_hit/handler", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let response = redirect(web::Path::from("aB3xK9q".to_owned()), state.clone()).await;
+            let response = response.expect("a cached link");
+            assert_eq!(response.status(), StatusCode::FOUND);
+            response
+        })
+    });
+}
+
+criterion_group!(benches, codes, url, create_request, redirect_hit);
+criterion_main!(benches);

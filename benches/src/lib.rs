@@ -1,0 +1,2 @@
+#![doc = include_str!("../README.md")]
+//! The benchmarks live in `benches/`; this library is empty.
