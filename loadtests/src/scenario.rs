@@ -78,7 +78,10 @@ impl Expected {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
-    #[error("scenario {0:?} needs a code list: pass --codes FILE (see `kurz-load seed`)")]
+    #[error(
+        "scenario {} needs a code list: pass --codes FILE (see `kurz-load seed`)",
+        crate::report::scenario_name(*.0)
+    )]
     NoCodes(Scenario),
     #[error("the code list is empty")]
     EmptyCodes,
