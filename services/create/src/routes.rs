@@ -101,18 +101,7 @@ pub async fn create(
         Some(key) => store_idempotent(&state, key, body.alias.as_deref(), &new_link).await?,
     };
     if !replayed {
-        // The link is committed; the cache write only saves the first redirect a database
-        // lookup (and replaces a negative entry for a probed alias), so its failure is logged.
-        if let Err(e) = state.cache.put(&link.code, &CachedLink::from(&link)).await {
-            tracing::debug!(error = %e, "cache write after create failed");
-        }
-        // An alias may have been probed before it existed, and redirect instances may hold
-        // that 404 in memory. (Pool keys are random: nobody probed them to speak of.)
-        if body.alias.is_some()
-            && let Err(e) = state.cache.publish_invalidation(&link.code).await
-        {
-            tracing::debug!(error = %e, "publishing the invalidation failed");
-        }
+        announce(&state, &link, body.alias.is_some()).await;
     }
     let mut response = HttpResponse::Created();
     response.insert_header((LOCATION, format!("/api/v1/links/{}", link.code)));
@@ -120,6 +109,21 @@ pub async fn create(
         response.insert_header(("Idempotent-Replayed", "true"));
     }
     Ok(response.json(state.view(link)))
+}
+
+/// After a commit: warm Redis, and for an alias tell the redirect instances. Both are
+/// best-effort: the link is already safe, so failures are only logged.
+async fn announce(state: &State, link: &Link, is_alias: bool) {
+    // Saves the first redirect a database lookup, and replaces a negative entry left by
+    // someone probing an alias before it existed.
+    if let Err(e) = state.cache.put(&link.code, &CachedLink::from(link)).await {
+        tracing::debug!(error = %e, "cache write after create failed");
+    }
+    // Redirect instances may hold that probe's 404 in memory. (Pool keys are random: nobody
+    // probed them to speak of.)
+    if is_alias && let Err(e) = state.cache.publish_invalidation(&link.code).await {
+        tracing::debug!(error = %e, "publishing the invalidation failed");
+    }
 }
 
 /// The `Idempotency-Key` header, if sent, checked.
