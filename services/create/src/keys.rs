@@ -55,12 +55,8 @@ impl<K: KeyRepository> KeyBuffer<K> {
     }
 
     /// Keys in memory right now.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// A key nobody else has or will ever get.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kurz_settings::{
     DatabaseSettings, HttpSettings, RedisSettings, SettingsError, Source, TelemetrySettings,
-    positive_secs,
+    in_range, positive_secs,
 };
 use serde::Deserialize;
 
@@ -56,20 +56,16 @@ struct Vars {
 impl Settings {
     pub fn from_source(source: &Source) -> Result<Self, SettingsError> {
         let vars: Vars = source.extract()?;
-        let max_url_length = vars.max_url_length.unwrap_or(8_192);
-        if !(32..=1_048_576).contains(&max_url_length) {
-            return Err(SettingsError::invalid(
-                "KURZ_MAX_URL_LENGTH",
-                format!("{max_url_length} is outside 32..=1048576"),
-            ));
-        }
-        let key_batch_size = vars.key_batch_size.unwrap_or(1_000);
-        if !(1..=100_000).contains(&key_batch_size) {
-            return Err(SettingsError::invalid(
-                "KURZ_KEY_BATCH_SIZE",
-                format!("{key_batch_size} is outside 1..=100000"),
-            ));
-        }
+        let max_url_length = in_range(
+            "KURZ_MAX_URL_LENGTH",
+            vars.max_url_length.unwrap_or(8_192),
+            32..=1_048_576,
+        )?;
+        let key_batch_size = in_range(
+            "KURZ_KEY_BATCH_SIZE",
+            vars.key_batch_size.unwrap_or(1_000),
+            1..=100_000,
+        )?;
         let cache_ttl = positive_secs("KURZ_CACHE_TTL_SECS", vars.cache_ttl_secs.unwrap_or(3_600))?;
         Ok(Self {
             database: DatabaseSettings::from_source(source)?,
@@ -80,7 +76,11 @@ impl Settings {
                 max_url_length,
                 key_batch_size,
                 cache_ttl,
-                insert_batch_max: vars.insert_batch_max.unwrap_or(256).clamp(1, 10_000),
+                insert_batch_max: in_range(
+                    "KURZ_INSERT_BATCH_MAX",
+                    vars.insert_batch_max.unwrap_or(256),
+                    1..=10_000,
+                )?,
             },
         })
     }

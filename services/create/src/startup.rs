@@ -101,11 +101,6 @@ impl Application {
         Arc::clone(self.state.inserter.stats())
     }
 
-    /// Keys this instance holds in memory (tests check batching with it).
-    pub fn buffered_keys(&self) -> usize {
-        self.state.keys.len()
-    }
-
     /// Serves until `shutdown` resolves, then drains in-flight requests, returns the unused
     /// buffered keys to the pool, and returns.
     pub async fn run_until_stopped(

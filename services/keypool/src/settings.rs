@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use kurz_settings::{DatabaseSettings, SettingsError, Source, TelemetrySettings, positive_millis};
+use kurz_settings::{
+    DatabaseSettings, SettingsError, Source, TelemetrySettings, in_range, positive_millis,
+};
 use serde::Deserialize;
 
 /// Shortest and longest generated key. At 4 characters (14.8 million keys) a public pool is
@@ -45,13 +47,11 @@ struct Vars {
 impl Settings {
     pub fn from_source(source: &Source) -> Result<Self, SettingsError> {
         let vars: Vars = source.extract()?;
-        let key_length = vars.key_length.unwrap_or(7);
-        if !KEY_LENGTH_RANGE.contains(&key_length) {
-            return Err(SettingsError::invalid(
-                "KURZ_KEY_LENGTH",
-                format!("{key_length} is outside {KEY_LENGTH_RANGE:?}"),
-            ));
-        }
+        let key_length = in_range(
+            "KURZ_KEY_LENGTH",
+            vars.key_length.unwrap_or(7),
+            KEY_LENGTH_RANGE,
+        )?;
         let low_watermark = vars.pool_low_watermark.unwrap_or(250_000);
         let high_watermark = vars.pool_high_watermark.unwrap_or(1_000_000);
         if high_watermark <= low_watermark {

@@ -1,7 +1,7 @@
 //! HTTP routes of the redirect service.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION};
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use kurz_repository::{LinkCache, LinkRepository, PgRepository, RedisCache};
@@ -21,6 +21,10 @@ pub struct State {
 const TEMPORARY_MAX_AGE: i64 = 90;
 /// Permanent redirects are cached by browsers whatever we say; a day keeps CDNs honest.
 const PERMANENT_MAX_AGE: i64 = 86_400;
+/// The two headers as constants, so the usual redirect builds no string (kept equal to the
+/// ages above by a test).
+const TEMPORARY_CACHE_CONTROL: &str = "private, max-age=90";
+const PERMANENT_CACHE_CONTROL: &str = "public, max-age=86400";
 
 /// 200 when PostgreSQL answers, `degraded` without Redis, 503 without PostgreSQL.
 pub async fn readyz(state: web::Data<State>) -> HttpResponse {
@@ -65,27 +69,43 @@ fn small_page(status: StatusCode, text: &'static str) -> HttpResponse {
 }
 
 /// Short for temporary redirects so deletes take effect, long for permanent ones, and never
-/// past the link's expiry.
+/// past the link's expiry. The common case is a constant, so the hot path builds nothing.
 fn cache_control(
     status: StatusCode,
     expires_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-) -> String {
-    let (scope, max_age) = if matches!(
+) -> HeaderValue {
+    let permanent = matches!(
         status,
         StatusCode::MOVED_PERMANENTLY | StatusCode::PERMANENT_REDIRECT
-    ) {
-        ("public", PERMANENT_MAX_AGE)
+    );
+    let (scope, max_age, constant) = if permanent {
+        ("public", PERMANENT_MAX_AGE, PERMANENT_CACHE_CONTROL)
     } else {
-        ("private", TEMPORARY_MAX_AGE)
+        ("private", TEMPORARY_MAX_AGE, TEMPORARY_CACHE_CONTROL)
     };
-    let max_age = expires_at.map_or(max_age, |at| max_age.min((at - now).num_seconds().max(0)));
-    format!("{scope}, max-age={max_age}")
+    match expires_at.map(|at| (at - now).num_seconds().max(0)) {
+        Some(left) if left < max_age => HeaderValue::from_str(&format!("{scope}, max-age={left}"))
+            .unwrap_or_else(|_| HeaderValue::from_static("no-store")),
+        _ => HeaderValue::from_static(constant),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_constant_headers_say_the_configured_ages() {
+        assert_eq!(
+            TEMPORARY_CACHE_CONTROL,
+            format!("private, max-age={TEMPORARY_MAX_AGE}")
+        );
+        assert_eq!(
+            PERMANENT_CACHE_CONTROL,
+            format!("public, max-age={PERMANENT_MAX_AGE}")
+        );
+    }
 
     #[test]
     fn temporary_redirects_are_cached_briefly_and_privately() {

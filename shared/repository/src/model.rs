@@ -14,12 +14,6 @@ pub struct Link {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-impl Link {
-    pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
-        self.expires_at.is_some_and(|at| at <= now)
-    }
-}
-
 /// What a client asks to store; validated by the create service before it gets here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewLink {

@@ -150,10 +150,6 @@ impl PgRepository {
         })
     }
 
-    pub fn pool(&self) -> &Pool {
-        &self.pool
-    }
-
     pub fn breaker(&self) -> &Breaker {
         &self.breaker
     }

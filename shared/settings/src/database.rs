@@ -5,7 +5,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::{SettingsError, Source, positive_millis, positive_secs};
+use crate::{SettingsError, Source, in_range, positive_millis, positive_secs};
 
 /// Default for the local stack (`infra/local/run`).
 pub const DEFAULT_DATABASE_URL: &str = "postgres://kurz@127.0.0.1:55432/kurz";
@@ -63,15 +63,17 @@ impl DatabaseSettings {
         let url = vars
             .database_url
             .unwrap_or_else(|| SecretString::from(DEFAULT_DATABASE_URL));
-        let pool_size = vars.database_pool_size.unwrap_or(16);
-        if pool_size == 0 {
-            return Err(SettingsError::invalid(
-                "KURZ_DATABASE_POOL_SIZE",
-                "must be at least 1",
-            ));
-        }
+        let pool_size = in_range(
+            "KURZ_DATABASE_POOL_SIZE",
+            vars.database_pool_size.unwrap_or(16),
+            1..=10_000,
+        )?;
         let breaker = BreakerSettings {
-            failures: vars.breaker_failures.unwrap_or(5).max(1),
+            failures: in_range(
+                "KURZ_BREAKER_FAILURES",
+                vars.breaker_failures.unwrap_or(5),
+                1..=1_000,
+            )?,
             backoff_start: positive_secs(
                 "KURZ_BREAKER_BACKOFF_SECS",
                 vars.breaker_backoff_secs.unwrap_or(1),
@@ -80,7 +82,11 @@ impl DatabaseSettings {
                 "KURZ_BREAKER_BACKOFF_MAX_SECS",
                 vars.breaker_backoff_max_secs.unwrap_or(30),
             )?,
-            probes: vars.breaker_probes.unwrap_or(3).max(1),
+            probes: in_range(
+                "KURZ_BREAKER_PROBES",
+                vars.breaker_probes.unwrap_or(3),
+                1..=1_000,
+            )?,
         };
         if breaker.backoff_max < breaker.backoff_start {
             return Err(SettingsError::invalid(

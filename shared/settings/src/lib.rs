@@ -10,6 +10,7 @@ pub mod redis;
 pub mod source;
 pub mod telemetry;
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 pub use database::{BreakerSettings, DatabaseSettings};
@@ -49,6 +50,25 @@ pub fn positive_millis(variable: &'static str, millis: u64) -> Result<Duration, 
         return Err(SettingsError::invalid(variable, "must be greater than 0"));
     }
     Ok(Duration::from_millis(millis))
+}
+
+/// A count as written in a variable, checked against what makes sense for it: a value outside
+/// stops the binary with the variable's name, never silently bent into range.
+pub fn in_range<T>(
+    variable: &'static str,
+    value: T,
+    range: RangeInclusive<T>,
+) -> Result<T, SettingsError>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if range.contains(&value) {
+        return Ok(value);
+    }
+    Err(SettingsError::invalid(
+        variable,
+        format!("{value} is outside {}..={}", range.start(), range.end()),
+    ))
 }
 
 /// Whole seconds as written in a variable, checked to be positive (a zero TTL would disable

@@ -5,7 +5,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::{SettingsError, Source, positive_millis};
+use crate::{SettingsError, Source, in_range, positive_millis};
 
 /// Default for the local stack (`infra/local/run`).
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:56379";
@@ -39,13 +39,11 @@ struct Vars {
 impl RedisSettings {
     pub fn from_source(source: &Source) -> Result<Self, SettingsError> {
         let vars: Vars = source.extract()?;
-        let pool_size = vars.redis_pool_size.unwrap_or(4);
-        if pool_size == 0 {
-            return Err(SettingsError::invalid(
-                "KURZ_REDIS_POOL_SIZE",
-                "must be at least 1",
-            ));
-        }
+        let pool_size = in_range(
+            "KURZ_REDIS_POOL_SIZE",
+            vars.redis_pool_size.unwrap_or(4),
+            1..=1_000,
+        )?;
         Ok(Self {
             url: vars
                 .redis_url

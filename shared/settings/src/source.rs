@@ -48,14 +48,6 @@ impl Source {
         self
     }
 
-    /// The raw value of one variable, if set.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.vars
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
     /// Deserializes the variables into a raw settings struct. Empty values count as unset, so
     /// `KURZ_OTLP_ENDPOINT=` switches an optional feature off instead of failing to parse.
     pub fn extract<T: DeserializeOwned>(&self) -> Result<T, SettingsError> {

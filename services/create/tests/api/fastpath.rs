@@ -1,14 +1,12 @@
 //! The redirect's in-process cache: single-flight loads and cross-instance invalidation.
 
-use std::time::Duration;
-
 use deadpool_redis::redis;
 use kurz_testkit::{RunningApp, ShutdownMode, http_client};
 use reqwest::StatusCode;
 use reqwest::header::LOCATION;
 use serde_json::{Value, json};
 
-use crate::helpers::{Stack, spawn_redirect_with};
+use crate::helpers::{Stack, eventually, spawn_redirect_with};
 
 /// Long enough that only an invalidation, never the TTL, can explain a change in a test.
 const LONG_LOCAL_TTL: [(&str, &str); 1] = [("KURZ_LOCAL_CACHE_TTL_MS", "600000")];
@@ -28,21 +26,6 @@ async fn location(
         .get(LOCATION)
         .map(|l| l.to_str().expect("ascii").to_owned());
     (response.status(), location)
-}
-
-async fn eventually_status(
-    client: &reqwest::Client,
-    app: &RunningApp,
-    code: &str,
-    want: StatusCode,
-) {
-    for _ in 0..200 {
-        if location(client, app, code).await.0 == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("/{code} never answered {want}");
 }
 
 #[tokio::test]
@@ -86,7 +69,10 @@ async fn a_delete_reaches_the_in_process_caches_of_every_redirect_instance() {
 
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     for app in [&first, &second] {
-        eventually_status(&client, app, code, StatusCode::NOT_FOUND).await;
+        eventually("the delete reached this instance", || async {
+            location(&client, app, code).await.0 == StatusCode::NOT_FOUND
+        })
+        .await;
     }
 }
 
@@ -139,14 +125,13 @@ async fn after_a_pubsub_disconnect_the_in_process_cache_is_flushed() {
         .expect("CLIENT KILL");
     assert!(killed >= 1, "the redirect instance was subscribed");
 
-    for _ in 0..300 {
-        if location(&client, &redirect, code).await.1.as_deref() == Some("https://example.com/new")
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the in-process cache was not flushed after resubscribing");
+    eventually(
+        "the in-process cache was flushed after resubscribing",
+        || async {
+            location(&client, &redirect, code).await.1.as_deref() == Some("https://example.com/new")
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use reqwest::header::{LOCATION, RETRY_AFTER};
 use serde_json::{Value, json};
 
-use crate::helpers::{Stack, error_code};
+use crate::helpers::{Stack, error_code, eventually};
 
 #[tokio::test]
 async fn creating_a_link_answers_201_and_its_short_url_redirects_to_the_normalized_target() {
@@ -124,15 +124,10 @@ async fn delete_makes_a_cached_link_404_and_its_code_is_never_reused() {
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     // The redirect instance drops its in-memory copy when the invalidation arrives over
     // pub/sub, a moment after the 204.
-    let mut status = StatusCode::FOUND;
-    for _ in 0..100 {
-        status = stack.follow(short_url).await.status();
-        if status == StatusCode::NOT_FOUND {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    eventually("the deleted link answers 404", || async {
+        stack.follow(short_url).await.status() == StatusCode::NOT_FOUND
+    })
+    .await;
     assert_eq!(
         stack.client.get(&api).send().await.expect("get").status(),
         StatusCode::NOT_FOUND

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use reqwest::header::{LOCATION, RETRY_AFTER};
 use serde_json::{Value, json};
 
-use crate::helpers::{Stack, post_link, spawn_create, spawn_redirect_with, worker};
+use crate::helpers::{Stack, eventually, post_link, spawn_create, spawn_redirect_with, worker};
 
 /// Tight bounds, so faults show within a second: a request-path call gives up after
 /// 300 + 300 + 500 ms, and three availability failures in a row open the breaker for 1 s.
@@ -92,21 +92,6 @@ impl Faulty {
         }
         panic!("the breaker never opened");
     }
-}
-
-/// Polls `check` until it holds (bounded): recovery takes a breaker backoff, not a restart.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    for _ in 0..100 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("never happened: {what}");
 }
 
 #[tokio::test]
