@@ -82,6 +82,7 @@ impl Application {
                 .default_service(web::to(routes::no_route))
         })
         .listen(listener)?
+        .client_request_timeout(settings.http.client_request_timeout)
         .disable_signals()
         .shutdown_timeout(kurz_http::SHUTDOWN_GRACE_SECS)
         .run();

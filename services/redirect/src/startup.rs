@@ -63,6 +63,7 @@ impl Application {
                 .default_service(web::to(routes::not_found))
         })
         .listen(listener)?
+        .client_request_timeout(settings.http.client_request_timeout)
         .disable_signals()
         .shutdown_timeout(kurz_http::SHUTDOWN_GRACE_SECS)
         .run();

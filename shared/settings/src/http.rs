@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use serde::Deserialize;
 use url::Url;
 
-use crate::{SettingsError, Source};
+use std::time::Duration;
+
+use crate::{SettingsError, Source, positive_millis};
 
 /// Default public base URL: the local stack's redirect service.
 pub const DEFAULT_PUBLIC_BASE_URL: &str = "http://127.0.0.1:8080";
@@ -18,6 +20,10 @@ pub struct HttpSettings {
     /// `https://kurz.example`; short URLs are this plus the code (default
     /// `http://127.0.0.1:8080`).
     pub public_base_url: Url,
+    /// `KURZ_CLIENT_REQUEST_TIMEOUT_MS`: how long a new connection may take to send its first
+    /// request head before it is answered 408 and closed (default 5,000 ms), which keeps slow
+    /// clients from holding connections open.
+    pub client_request_timeout: Duration,
 }
 
 #[derive(Deserialize, Default)]
@@ -25,6 +31,7 @@ pub struct HttpSettings {
 struct Vars {
     listen: Option<String>,
     public_base_url: Option<String>,
+    client_request_timeout_ms: Option<u64>,
 }
 
 impl HttpSettings {
@@ -44,6 +51,10 @@ impl HttpSettings {
         Ok(Self {
             listen,
             public_base_url,
+            client_request_timeout: positive_millis(
+                "KURZ_CLIENT_REQUEST_TIMEOUT_MS",
+                vars.client_request_timeout_ms.unwrap_or(5_000),
+            )?,
         })
     }
 }

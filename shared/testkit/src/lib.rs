@@ -87,7 +87,7 @@ impl TestEnv {
     }
 
     /// `KURZ_*` variables for a service under test: this env's servers, a free port, a
-    /// roomy Redis budget. Tests add or override with [`Source::with`].
+    /// roomy Redis budget and request-head timeout. Tests add or override with [`Source::with`].
     pub fn source(&self) -> Source {
         Source::from_vars([
             ("KURZ_DATABASE_URL", self.database_url()),
@@ -97,6 +97,9 @@ impl TestEnv {
             // Debug builds on a loaded two-core machine can miss the 50 ms production budget;
             // a missed cache write would make cache assertions flaky, not prove anything.
             ("KURZ_REDIS_COMMAND_TIMEOUT_MS", "500".to_owned()),
+            // Likewise, a starved worker can first look at a new connection after actix's 5 s
+            // head timer fired, and answer 408 to a request that arrived in time.
+            ("KURZ_CLIENT_REQUEST_TIMEOUT_MS", "60000".to_owned()),
         ])
     }
 
