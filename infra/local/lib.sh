@@ -15,11 +15,16 @@ kurz_die() {
 # Installs PostgreSQL, Redis and curl, but only the ones that are missing, so a machine that has
 # them never needs root or the network. The packages must not start system services: we run our
 # own servers on our own ports, and a system cluster on 5432 would only confuse people.
+# Extra arguments are COMMAND:PACKAGE pairs a script needs on top (e.g. nginx:nginx-light).
 kurz_install_deps() {
     local -a missing=()
     compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v curl >/dev/null || missing+=(curl)
+    local pair
+    for pair in "$@"; do
+        command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+    done
     ((${#missing[@]} > 0)) || return 0
 
     command -v apt-get >/dev/null ||

@@ -59,6 +59,11 @@ impl<K: KeyRepository> KeyBuffer<K> {
         self.lock().len()
     }
 
+    /// Keys held, unused (the key buffer gauge).
+    pub fn depth(&self) -> usize {
+        self.len()
+    }
+
     /// A key nobody else has or will ever get.
     pub async fn take(self: &Arc<Self>) -> Result<String, KeyError> {
         if let Some(key) = self.pop() {

@@ -1,5 +1,6 @@
 //! HTTP routes of the create API.
 
+use kurz_telemetry::metrics::names;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -231,6 +232,15 @@ pub async fn delete(
         let _ = cache.remove(&code).await;
     });
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /metrics`, for Prometheus.
+pub async fn metrics(state: web::Data<State>) -> HttpResponse {
+    kurz_http::metrics(|| {
+        state.repo.record_gauges();
+        state.cache.record_gauges();
+        metrics::gauge!(names::KEY_BUFFER_DEPTH).set(state.keys.depth() as f64);
+    })
 }
 
 /// 200 with PostgreSQL up (`degraded` without Redis), 503 without PostgreSQL.

@@ -2,9 +2,12 @@
 //! # Layout
 //! - [`settings`]: `KURZ_*` variables of the worker.
 //! - [`worker`]: [`Worker::refill_once`], the one step tests call, and the loop around it.
+//! - [`startup`]: [`Application`], the worker with its metrics endpoint, as `run` starts it.
 
 pub mod settings;
+pub mod startup;
 pub mod worker;
 
 pub use settings::Settings;
+pub use startup::Application;
 pub use worker::{RefillOutcome, Worker};

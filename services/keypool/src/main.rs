@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kurz_keypool::{RefillOutcome, Settings, Worker};
+use kurz_keypool::{Application, RefillOutcome, Settings, Worker};
 use kurz_settings::Source;
 
 #[derive(Parser)]
@@ -38,18 +38,18 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("applying migrations"),
         Command::Refill { count } => refill(&settings, count).await,
-        Command::Run => {
-            let worker = Worker::build(&settings)
-                .await
-                .context("starting the worker")?;
-            worker
-                .run_until_stopped(kurz_telemetry::shutdown_signal())
-                .await;
-            Ok(())
-        }
+        Command::Run => run(&settings).await,
     };
     telemetry.shutdown().await;
     result
+}
+
+async fn run(settings: &Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings).await?;
+    tracing::info!(metrics_port = app.port(), "kurz-keypool running");
+    app.run_until_stopped(kurz_telemetry::shutdown_signal())
+        .await
+        .context("serving metrics")
 }
 
 async fn refill(settings: &Settings, count: Option<u64>) -> anyhow::Result<()> {
@@ -61,10 +61,8 @@ async fn refill(settings: &Settings, count: Option<u64>) -> anyhow::Result<()> {
             worker.add_keys(count).await.context("adding keys")?;
         }
         None => {
-            if let RefillOutcome::Sufficient { depth } =
-                worker.refill_once().await.context("refilling")?
-            {
-                tracing::info!(depth, "key pool already above its low watermark");
+            if let RefillOutcome::Sufficient = worker.refill_once().await.context("refilling")? {
+                tracing::info!("key pool already at or above its low watermark");
             }
         }
     }

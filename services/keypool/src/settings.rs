@@ -1,5 +1,6 @@
 //! Settings of `kurz-keypool`.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use kurz_settings::{
@@ -16,6 +17,10 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub telemetry: TelemetrySettings,
     pub pool: PoolSettings,
+    /// `KURZ_METRICS_LISTEN`: `address:port` of the worker's `/metrics` and `/healthz`
+    /// (default `127.0.0.1:9464`, the port Prometheus exporters conventionally use; port 0
+    /// picks a free one).
+    pub metrics_listen: SocketAddr,
 }
 
 /// How the pool is kept full.
@@ -42,6 +47,7 @@ struct Vars {
     pool_low_watermark: Option<u64>,
     pool_high_watermark: Option<u64>,
     pool_check_interval_ms: Option<u64>,
+    metrics_listen: Option<String>,
 }
 
 impl Settings {
@@ -60,7 +66,17 @@ impl Settings {
                 format!("{high_watermark} must be above KURZ_POOL_LOW_WATERMARK ({low_watermark})"),
             ));
         }
+        let raw_listen = vars
+            .metrics_listen
+            .unwrap_or_else(|| "127.0.0.1:9464".to_owned());
+        let metrics_listen = raw_listen.parse().map_err(|e| {
+            SettingsError::invalid(
+                "KURZ_METRICS_LISTEN",
+                format!("`{raw_listen}` is not address:port: {e}"),
+            )
+        })?;
         Ok(Self {
+            metrics_listen,
             database: DatabaseSettings::from_source(source)?,
             telemetry: TelemetrySettings::from_source(source)?,
             pool: PoolSettings {

@@ -1,5 +1,6 @@
 //! The refill worker: one step, [`Worker::refill_once`], and a loop that only adds waiting.
 
+use kurz_telemetry::metrics::names;
 use std::future::Future;
 use std::time::Duration;
 
@@ -16,8 +17,9 @@ pub const IDEMPOTENCY_KEY_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60)
 /// What one step did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RefillOutcome {
-    /// The pool was at or above the low watermark.
-    Sufficient { depth: u64 },
+    /// The pool was at or above the low watermark (counting stops there, so that is all it
+    /// says about the depth).
+    Sufficient,
     /// The pool was refilled towards the high watermark.
     Refilled {
         depth_before: u64,
@@ -50,9 +52,9 @@ impl Worker {
     /// one bulk insert, then vacuum the claimed rows away.
     #[tracing::instrument(skip_all, err)]
     pub async fn refill_once(&self) -> Result<RefillOutcome, RepoError> {
-        let depth = self.repo.pool_depth().await?;
+        let depth = self.repo.pool_depth(self.pool.low_watermark).await?;
         if depth >= self.pool.low_watermark {
-            return Ok(RefillOutcome::Sufficient { depth });
+            return Ok(RefillOutcome::Sufficient);
         }
         let report = self.add_keys(self.pool.high_watermark - depth).await?;
         Ok(RefillOutcome::Refilled {
@@ -77,6 +79,8 @@ impl Worker {
     /// Generates `count` keys and adds the new ones, whatever the watermarks say.
     pub async fn add_keys(&self, count: u64) -> Result<RefillReport, RepoError> {
         let report = self.repo.refill(count, self.pool.key_length).await?;
+        metrics::counter!(names::KEYS_REFILLED).increment(report.inserted);
+        metrics::histogram!(names::REFILL_DURATION).record(report.elapsed);
         tracing::info!(
             generated = report.generated,
             inserted = report.inserted,

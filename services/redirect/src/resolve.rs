@@ -14,28 +14,66 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::http::header::HeaderValue;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use kurz_repository::codes::is_well_formed;
 use kurz_repository::invalidation::Invalidation;
 use kurz_repository::{CachedLink, LinkCache, LinkRepository, RepoError};
+use kurz_telemetry::metrics::names;
 use moka::future::Cache;
 
 /// What a code resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
     Found {
-        target_url: String,
+        /// The target URL, ready to be the `Location` header.
+        location: HeaderValue,
         expires_at: Option<DateTime<Utc>>,
     },
     Expired,
     Missing,
 }
 
+/// An answer as the in-process cache keeps it: the URL already a header value, whose clone
+/// is a reference count, so a hit copies and allocates nothing.
+#[derive(Debug, Clone)]
+enum Local {
+    Found {
+        location: HeaderValue,
+        expires_at: Option<DateTime<Utc>>,
+    },
+    Missing,
+}
+
+impl From<CachedLink> for Local {
+    fn from(link: CachedLink) -> Self {
+        match link {
+            CachedLink::Missing => Local::Missing,
+            CachedLink::Found {
+                target_url,
+                expires_at,
+            } => match HeaderValue::from_maybe_shared(Bytes::from(target_url)) {
+                Ok(location) => Local::Found {
+                    location,
+                    expires_at,
+                },
+                // The create API only stores URLs it serialized itself (visible ASCII), so
+                // this means a row written by something else; a 404 beats a broken header.
+                Err(_) => {
+                    tracing::error!("a stored target URL is not a valid Location header");
+                    Local::Missing
+                }
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Resolver<R, C> {
     repo: R,
     cache: C,
-    local: Cache<String, CachedLink>,
+    local: Cache<String, Local>,
 }
 
 impl<R, C> Resolver<R, C>
@@ -60,6 +98,12 @@ where
     }
 
     /// Resolves `code` at `now`. Malformed codes are [`Resolution::Missing`] without any I/O.
+    /// The span records which tier answered (`cache.local`, then `cache.redis`).
+    #[tracing::instrument(
+        name = "resolve",
+        skip_all,
+        fields(cache.local = tracing::field::Empty, cache.redis = tracing::field::Empty)
+    )]
     pub async fn resolve(
         &self,
         code: &str,
@@ -68,21 +112,32 @@ where
         if !is_well_formed(code) {
             return Ok(Resolution::Missing);
         }
-        // Errors are not cached: the next request tries again (the breaker decides how hard).
-        let entry = self
-            .local
-            .try_get_with_by_ref(code, self.load(code))
-            .await?;
+        // A plain lookup first: the single-flight call builds the (large) load future even
+        // when the entry is there, which the profile showed on every hit.
+        let entry = match self.local.get(code).await {
+            Some(entry) => {
+                lookup("local", "hit");
+                entry
+            }
+            // Errors are not cached: the next request tries again (the breaker decides how
+            // hard).
+            None => {
+                lookup("local", "miss");
+                self.local
+                    .try_get_with_by_ref(code, async { self.load(code).await.map(Local::from) })
+                    .await?
+            }
+        };
         Ok(match entry {
-            CachedLink::Missing => Resolution::Missing,
-            CachedLink::Found { expires_at, .. } if expires_at.is_some_and(|at| at <= now) => {
+            Local::Missing => Resolution::Missing,
+            Local::Found { expires_at, .. } if expires_at.is_some_and(|at| at <= now) => {
                 Resolution::Expired
             }
-            CachedLink::Found {
-                target_url,
+            Local::Found {
+                location,
                 expires_at,
             } => Resolution::Found {
-                target_url,
+                location,
                 expires_at,
             },
         })
@@ -90,7 +145,7 @@ where
 
     /// Puts an answer in the in-process cache, as a load would (warm-up and benchmarks).
     pub async fn warm(&self, code: &str, entry: CachedLink) {
-        self.local.insert(code.to_owned(), entry).await;
+        self.local.insert(code.to_owned(), entry.into()).await;
     }
 
     /// Applies a message from the invalidation channel to the in-process cache.
@@ -104,9 +159,20 @@ where
     /// Redis, then PostgreSQL (filling Redis in the background).
     async fn load(&self, code: &str) -> Result<CachedLink, RepoError> {
         match self.cache.get(code).await {
-            Ok(Some(entry)) => return Ok(entry),
-            Ok(None) => {}
-            Err(e) => tracing::debug!(error = %e, "cache read failed; asking PostgreSQL"),
+            Ok(Some(entry)) => {
+                let result = match entry {
+                    CachedLink::Missing => "negative",
+                    CachedLink::Found { .. } => "hit",
+                };
+                lookup("redis", result);
+                return Ok(entry);
+            }
+            Ok(None) => lookup("redis", "miss"),
+            Err(e) => {
+                // Down or slow counts as a miss: the answer comes from PostgreSQL.
+                lookup("redis", "miss");
+                tracing::debug!(error = %e, "cache read failed; asking PostgreSQL");
+            }
         }
         let entry = match self.repo.find(code).await? {
             Some(link) => CachedLink::from(&link),
@@ -125,4 +191,15 @@ where
         });
         Ok(entry)
     }
+}
+
+/// Counts a cache lookup and records it on the current `resolve` span.
+fn lookup(tier: &'static str, result: &'static str) {
+    metrics::counter!(names::CACHE_LOOKUPS, "tier" => tier, "result" => result).increment(1);
+    let field = if tier == "local" {
+        "cache.local"
+    } else {
+        "cache.redis"
+    };
+    tracing::Span::current().record(field, result);
 }

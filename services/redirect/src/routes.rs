@@ -1,8 +1,9 @@
 //! HTTP routes of the redirect service.
 
+use actix_web::http::Method;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION};
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use kurz_repository::{LinkCache, LinkRepository, PgRepository, RedisCache};
 
@@ -36,27 +37,43 @@ pub async fn readyz(state: web::Data<State>) -> HttpResponse {
     kurz_http::readiness(postgres.is_ok(), redis.is_ok(), breaker)
 }
 
-/// `GET` and `HEAD /{code}`.
+/// `GET /metrics`, for Prometheus.
+pub async fn metrics(state: web::Data<State>) -> HttpResponse {
+    kurz_http::metrics(|| {
+        state.resolver.repository().record_gauges();
+        state.resolver.cache().record_gauges();
+    })
+}
+
+/// `GET` and `HEAD /{code}`; anything else is an unknown link.
+///
+/// This is the app's default service rather than a `/{code}` route: a dynamic route is
+/// matched with a regex on every request, which the profile showed at 8% of the hot path.
+/// A code never contains `/` or `%` (see `codes::is_well_formed`), so the raw path is the code.
 pub async fn redirect(
-    code: web::Path<String>,
+    request: HttpRequest,
     state: web::Data<State>,
 ) -> Result<HttpResponse, RedirectError> {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return Ok(not_found());
+    }
+    let code = request.path().strip_prefix('/').unwrap_or_default();
     let now = Utc::now();
-    Ok(match state.resolver.resolve(&code, now).await? {
+    Ok(match state.resolver.resolve(code, now).await? {
         Resolution::Found {
-            target_url,
+            location,
             expires_at,
         } => HttpResponse::build(state.status)
-            .insert_header((LOCATION, target_url))
+            .insert_header((LOCATION, location))
             .insert_header((CACHE_CONTROL, cache_control(state.status, expires_at, now)))
             .finish(),
         Resolution::Expired => small_page(StatusCode::GONE, "This link has expired.\n"),
-        Resolution::Missing => small_page(StatusCode::NOT_FOUND, "No link has this code.\n"),
+        Resolution::Missing => not_found(),
     })
 }
 
 /// Unknown routes (`/a/b`, `/`) are just unknown links to a browser.
-pub async fn not_found() -> HttpResponse {
+fn not_found() -> HttpResponse {
     small_page(StatusCode::NOT_FOUND, "No link has this code.\n")
 }
 

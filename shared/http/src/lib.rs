@@ -2,15 +2,27 @@
 //! # Layout
 //! - [`healthz`] and [`readiness`]: the probe answers both HTTP services give.
 //! - [`get_or_head`]: a route for both methods, as probes and redirects need.
-//! - [`request_tracing`]: the middleware that opens one span per request.
+//! - [`request_tracing`]: the middleware that opens one span per request, continuing the
+//!   caller's trace (W3C `traceparent` or B3).
+//! - [`request_metrics`] and [`metrics`]: request counts and latencies, and `/metrics`.
 //! - [`run_until_stopped`]: serve until a shutdown future resolves, then drain.
 
 use std::future::Future;
+use std::time::Instant;
 
-use actix_web::dev::Server;
-use actix_web::http::header::CACHE_CONTROL;
-use actix_web::{HttpResponse, Route, guard, web};
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{CACHE_CONTROL, HeaderMap};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpResponse, Route, guard, web};
+use kurz_telemetry::metrics::names;
+use opentelemetry::propagation::Extractor;
+use opentelemetry::trace::TraceContextExt as _;
 use serde_json::json;
+use tracing::Span;
+use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder, TracingLogger};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// Seconds in-flight requests get to finish after shutdown is asked for.
 pub const SHUTDOWN_GRACE_SECS: u64 = 30;
@@ -48,10 +60,123 @@ pub fn get_or_head() -> Route {
     web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
-/// One span per HTTP request, with method, route, status and latency.
-pub fn request_tracing()
--> tracing_actix_web::TracingLogger<tracing_actix_web::DefaultRootSpanBuilder> {
-    tracing_actix_web::TracingLogger::default()
+/// One span per HTTP request, with method, route, status and latency, whose parent is the
+/// caller's span when the request carries a W3C or B3 trace context.
+pub fn request_tracing() -> TracingLogger<ContinueTrace> {
+    TracingLogger::new()
+}
+
+/// tracing-actix-web's root span, made a child of the incoming trace context. (Its own
+/// OpenTelemetry integration stops at an older opentelemetry than ours.)
+#[derive(Debug)]
+pub struct ContinueTrace;
+
+impl RootSpanBuilder for ContinueTrace {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        let span = tracing_actix_web::root_span!(request);
+        // Nothing to continue when no layer records the span (trace export off): skip the
+        // header parsing then, it is on every request.
+        if span.is_disabled() {
+            return span;
+        }
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract_with_context(
+                &opentelemetry::Context::new(),
+                &HeaderExtractor(request.headers()),
+            )
+        });
+        // Fails only when no OpenTelemetry layer is installed, and then there is no parent
+        // to record anyway.
+        let _ = span.set_parent(parent);
+        let ids = span.context().span().span_context().clone();
+        if ids.is_valid() {
+            span.record("trace_id", tracing::field::display(ids.trace_id()));
+        }
+        span
+    }
+
+    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
+        DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}
+
+/// Reads trace-context headers (`traceparent`, `b3`, `x-b3-*`) from an actix request.
+#[derive(Debug)]
+pub struct HeaderExtractor<'a>(pub &'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// The `route` label of requests no route matched (a service's default service). The
+/// redirect service, whose codes are served by its default service, names it `/{code}`.
+#[derive(Debug, Clone, Copy)]
+pub struct DefaultRoute(pub &'static str);
+
+/// Middleware (`App::wrap(from_fn(request_metrics))`) that counts requests and records their
+/// latency by route pattern (never the raw path: one series per link would be unbounded),
+/// method and status.
+pub async fn request_metrics(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let started = Instant::now();
+    let method = method_label(request.method());
+    let route = match request.match_pattern() {
+        Some(pattern) => pattern,
+        None => request
+            .app_data::<DefaultRoute>()
+            .map_or("unmatched", |d| d.0)
+            .to_owned(),
+    };
+    let response = next.call(request).await;
+    let status = match &response {
+        Ok(response) => response.status(),
+        Err(e) => e.as_response_error().status_code(),
+    };
+    let labels = [
+        metrics::Label::new("route", route),
+        metrics::Label::from_static_parts("method", method),
+        metrics::Label::new("status", status_label(status)),
+    ];
+    metrics::counter!(names::HTTP_REQUESTS, labels.iter()).increment(1);
+    metrics::histogram!(names::HTTP_REQUEST_DURATION, labels.iter()).record(started.elapsed());
+    response
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        // Anything else is one bucket: a client inventing methods must not invent series.
+        _ => "other",
+    }
+}
+
+fn status_label(status: StatusCode) -> String {
+    status.as_str().to_owned()
+}
+
+/// `GET /metrics`: the Prometheus text exposition of everything this process records.
+/// `refresh` runs first, to sample the gauges that are read rather than counted (pool sizes,
+/// breaker state).
+pub fn metrics(refresh: impl Fn()) -> HttpResponse {
+    refresh();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .body(kurz_telemetry::metrics::render())
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish

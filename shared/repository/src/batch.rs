@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use kurz_telemetry::metrics::names;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tracing::Instrument as _;
 
 use crate::LinkRepository;
 use crate::error::RepoError;
@@ -50,6 +52,7 @@ impl BatchStats {
     }
 
     fn record(&self, size: usize) {
+        metrics::histogram!(names::CREATE_BATCH_SIZE).record(size as f64);
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.rows.fetch_add(size as u64, Ordering::Relaxed);
         self.largest.fetch_max(size as u64, Ordering::Relaxed);
@@ -96,11 +99,21 @@ impl InsertBatcher {
     pub async fn insert(&self, code: String, link: NewLink) -> Result<Link, RepoError> {
         let (reply, answer) = oneshot::channel();
         let closed = || RepoError::Unavailable("the insert batcher stopped".into());
-        self.queue
-            .send(Pending { code, link, reply })
-            .await
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        // The shared insert runs in the batcher's task, outside any request's trace; this
+        // span is the request's view of it: queueing, the multi-row insert and its commit.
+        async {
+            self.queue
+                .send(Pending { code, link, reply })
+                .await
+                .map_err(|_| closed())?;
+            answer.await.map_err(|_| closed())?
+        }
+        .instrument(tracing::info_span!(
+            "postgres insert (group commit)",
+            otel.kind = "client",
+            db.system = "postgresql"
+        ))
+        .await
     }
 }
 

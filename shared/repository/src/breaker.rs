@@ -24,6 +24,7 @@ use failsafe::FailurePolicy;
 use failsafe::backoff::{self, Exponential};
 use failsafe::failure_policy::{self, ConsecutiveFailures};
 use kurz_settings::BreakerSettings;
+use kurz_telemetry::metrics::names;
 use tokio::time::Instant;
 
 use crate::error::RepoError;
@@ -40,6 +41,15 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
+    /// The value of the `kurz_breaker_state` gauge.
+    pub fn gauge_value(self) -> f64 {
+        match self {
+            Self::Closed => 0.0,
+            Self::HalfOpen => 1.0,
+            Self::Open => 2.0,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Closed => "closed",
@@ -115,6 +125,12 @@ impl Breaker {
         }
     }
 
+    /// Sets the state gauge (also set on every transition; an open period that simply ran
+    /// out shows as half-open only when sampled).
+    pub fn record_state(&self) {
+        metrics::gauge!(names::BREAKER_STATE).set(self.state().gauge_value());
+    }
+
     /// How many times the state changed since start.
     pub fn transitions(&self) -> u64 {
         self.lock().transitions
@@ -126,7 +142,16 @@ impl Breaker {
     where
         F: Future<Output = Result<T, RepoError>>,
     {
-        let permit = self.admit()?;
+        let permit = match self.admit() {
+            Ok(permit) => permit,
+            Err(refused) => {
+                metrics::counter!(names::BREAKER_REJECTIONS).increment(1);
+                // A span of its own, so a trace shows that PostgreSQL was never asked.
+                tracing::info_span!("breaker rejected", breaker = self.inner.name)
+                    .in_scope(|| tracing::debug!("call refused: circuit breaker open"));
+                return Err(refused);
+            }
+        };
         let result = call.await;
         let failed = result
             .as_ref()
@@ -210,6 +235,13 @@ impl Breaker {
                 tracing::info!(breaker = name, "circuit breaker half-open: probing")
             }
         }
+        let entered = match &to {
+            State::Closed => BreakerState::Closed,
+            State::Open { .. } => BreakerState::Open,
+            State::HalfOpen { .. } => BreakerState::HalfOpen,
+        };
+        metrics::counter!(names::BREAKER_TRANSITIONS, "to" => entered.as_str()).increment(1);
+        metrics::gauge!(names::BREAKER_STATE).set(entered.gauge_value());
         shared.state = to;
         shared.transitions += 1;
     }

@@ -12,7 +12,10 @@ use chrono::{DateTime, Utc};
 use deadpool_redis::redis::{self, AsyncConnectionConfig};
 use deadpool_redis::{Manager, Pool, Runtime};
 use kurz_settings::RedisSettings;
+use kurz_telemetry::metrics::names;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::ExposeSecret;
+use tracing::Instrument as _;
 
 use crate::LinkCache;
 use crate::error::CacheError;
@@ -31,10 +34,17 @@ pub struct CacheTtl {
     pub missing: Duration,
 }
 
-/// [`LinkCache`] on Redis, through a small pool of multiplexed connections.
+/// [`LinkCache`] on Redis.
+///
+/// The redirect path (`get` and the fills after a miss) goes through one shared multiplexed
+/// connection: a pool checkout costs a round trip of its own (deadpool-redis sends `UNWATCH`
+/// and `PING` when it recycles), which would double the price of every miss. The manager
+/// reconnects by itself after a failure. The rarer writes of the create service, and the
+/// readiness ping, use the pool.
 #[derive(Clone)]
 pub struct RedisCache {
     pool: Pool,
+    shared: ConnectionManager,
     /// The whole budget of one call, pool wait included.
     timeout: Duration,
     ttl: CacheTtl,
@@ -65,15 +75,45 @@ impl RedisCache {
             .recycle_timeout(Some(settings.command_timeout))
             .build()
             .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
+        let client = redis::Client::open(settings.url.expose_secret())
+            .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
+        let shared = ConnectionManager::new_lazy_with_config(
+            client,
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(settings.connect_timeout))
+                .set_response_timeout(Some(settings.command_timeout))
+                // Reconnects are attempted on the next command anyway; a few quick retries
+                // cover a Redis restart without piling up attempts while it is down.
+                .set_number_of_retries(2)
+                .set_min_delay(Duration::from_millis(10))
+                .set_max_delay(settings.connect_timeout),
+        )
+        .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
         Ok(Self {
             pool,
+            shared,
             timeout: settings.command_timeout,
             ttl,
         })
     }
 
-    /// Runs one command within the call budget.
-    async fn run<T, F, Fut>(&self, f: F) -> Result<T, CacheError>
+    /// Runs one command on the shared multiplexed connection within the call budget.
+    async fn run_shared<T, F, Fut>(&self, command: &'static str, f: F) -> Result<T, CacheError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        // A clone is a handle to the same connection: cheap, and no round trip.
+        let call = async {
+            f(self.shared.clone())
+                .await
+                .map_err(|e| CacheError::Unavailable(Box::new(e)))
+        };
+        self.within_budget(command, call).await
+    }
+
+    /// Runs one command on a pooled connection within the call budget, pool wait included.
+    async fn run<T, F, Fut>(&self, command: &'static str, f: F) -> Result<T, CacheError>
     where
         F: FnOnce(deadpool_redis::Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -88,9 +128,42 @@ impl RedisCache {
                 .await
                 .map_err(|e| CacheError::Unavailable(Box::new(e)))
         };
-        tokio::time::timeout(self.timeout, call)
+        self.within_budget(command, call).await
+    }
+
+    /// One command as a client span, bounded by the budget; a timeout is counted.
+    async fn within_budget<T>(
+        &self,
+        command: &'static str,
+        call: impl Future<Output = Result<T, CacheError>>,
+    ) -> Result<T, CacheError> {
+        let span = tracing::info_span!(
+            "redis",
+            otel.name = command,
+            otel.kind = "client",
+            db.system = "redis",
+            db.operation = command
+        );
+        match tokio::time::timeout(self.timeout, call)
+            .instrument(span)
             .await
-            .map_err(|_| CacheError::Timeout(self.timeout))?
+        {
+            Ok(result) => result,
+            Err(_) => {
+                metrics::counter!(names::REDIS_TIMEOUTS).increment(1);
+                Err(CacheError::Timeout(self.timeout))
+            }
+        }
+    }
+
+    /// Samples the pool gauges; called when metrics are scraped.
+    pub fn record_gauges(&self) {
+        let status = self.pool.status();
+        let in_use = status.size.saturating_sub(status.available);
+        metrics::gauge!(names::REDIS_POOL_CONNECTIONS, "state" => "in_use").set(in_use as f64);
+        metrics::gauge!(names::REDIS_POOL_CONNECTIONS, "state" => "idle")
+            .set(status.available as f64);
+        metrics::gauge!(names::REDIS_POOL_WAITING).set(status.waiting as f64);
     }
 }
 
@@ -152,7 +225,9 @@ impl LinkCache for RedisCache {
     async fn get(&self, code: &str) -> Result<Option<CachedLink>, CacheError> {
         let key = key(code);
         let value: Option<String> = self
-            .run(|mut conn| async move { redis::cmd("GET").arg(&key).query_async(&mut conn).await })
+            .run_shared("GET", |mut conn| async move {
+                redis::cmd("GET").arg(&key).query_async(&mut conn).await
+            })
             .await?;
         value.as_deref().map(decode).transpose()
     }
@@ -163,7 +238,7 @@ impl LinkCache for RedisCache {
             CachedLink::Missing => self.ttl.missing,
         };
         let (key, value) = (key(code), encode(link));
-        self.run(|mut conn| async move {
+        self.run_shared("SET", |mut conn| async move {
             redis::cmd("SET")
                 .arg(&key)
                 .arg(&value)
@@ -179,7 +254,7 @@ impl LinkCache for RedisCache {
         let key = key(code);
         let ttl = millis(self.ttl.missing);
         // NX: a create that cached the new link between our database miss and this write wins.
-        self.run(|mut conn| async move {
+        self.run_shared("SET", |mut conn| async move {
             redis::cmd("SET")
                 .arg(&key)
                 .arg(MISSING)
@@ -194,7 +269,7 @@ impl LinkCache for RedisCache {
 
     async fn remove(&self, code: &str) -> Result<(), CacheError> {
         let key = key(code);
-        self.run(|mut conn| async move {
+        self.run("DEL", |mut conn| async move {
             redis::cmd("DEL")
                 .arg(&key)
                 .query_async::<()>(&mut conn)
@@ -205,7 +280,7 @@ impl LinkCache for RedisCache {
 
     async fn publish_invalidation(&self, code: &str) -> Result<(), CacheError> {
         let code = code.to_owned();
-        self.run(|mut conn| async move {
+        self.run("PUBLISH", |mut conn| async move {
             redis::cmd("PUBLISH")
                 .arg(crate::invalidation::CHANNEL)
                 .arg(&code)
@@ -216,8 +291,10 @@ impl LinkCache for RedisCache {
     }
 
     async fn ping(&self) -> Result<(), CacheError> {
-        self.run(|mut conn| async move { redis::cmd("PING").query_async::<()>(&mut conn).await })
-            .await
+        self.run("PING", |mut conn| async move {
+            redis::cmd("PING").query_async::<()>(&mut conn).await
+        })
+        .await
     }
 }
 

@@ -2,6 +2,7 @@
 //! maps them to HTTP in one place.
 
 use deadpool_postgres::PoolError;
+use kurz_telemetry::metrics::names;
 use tokio_postgres::error::SqlState;
 
 /// A PostgreSQL operation failed.
@@ -65,7 +66,8 @@ impl From<tokio_postgres::Error> for RepoError {
         if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
             Self::CodeTaken
         } else if e.code() == Some(&SqlState::QUERY_CANCELED) {
-            // statement_timeout
+            // statement_timeout. Counted here, where it is told apart from other errors.
+            metrics::counter!(names::DB_TIMEOUTS, "kind" => "statement").increment(1);
             Self::Timeout(Box::new(e))
         } else if is_availability_failure(&e) {
             Self::Unavailable(Box::new(e))

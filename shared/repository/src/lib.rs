@@ -80,8 +80,10 @@ pub trait KeyRepository: Send + Sync + 'static {
     /// back.
     fn return_keys(&self, keys: &[String]) -> impl Future<Output = Result<u64, RepoError>> + Send;
 
-    /// Number of unused keys in the pool.
-    fn pool_depth(&self) -> impl Future<Output = Result<u64, RepoError>> + Send;
+    /// Number of unused keys in the pool, counted up to `cap` at most: a full count of a
+    /// million-key pool is a parallel scan that takes both cores of a small machine for a
+    /// moment, every few seconds; whoever asks only needs to know whether it is below a mark.
+    fn pool_depth(&self, cap: u64) -> impl Future<Output = Result<u64, RepoError>> + Send;
 
     /// Generates `count` random keys of `length` characters and adds those not already in the
     /// pool or issued, in bulk (`COPY`).

@@ -5,10 +5,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use futures_util::SinkExt;
 use kurz_settings::DatabaseSettings;
+use kurz_telemetry::metrics::names;
 use secrecy::ExposeSecret;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
 use crate::breaker::Breaker;
@@ -40,7 +42,12 @@ pub fn required_schema_version() -> i64 {
 
 /// Applies every pending migration. Safe to run from several processes at once: they queue on
 /// an advisory lock, and the later ones find nothing to do.
-#[tracing::instrument(skip_all, err)]
+#[tracing::instrument(
+        name = "postgres migrate",
+        skip_all,
+        fields(otel.kind = "client", db.system = "postgresql"),
+        err
+    )]
 pub async fn migrate(settings: &DatabaseSettings) -> Result<(), RepoError> {
     let mut client = connect_direct(settings).await?;
     // Migrations may build indexes on big tables: no request-path statement timeout here.
@@ -154,6 +161,47 @@ impl PgRepository {
         &self.breaker
     }
 
+    /// A pooled connection; the wait is measured and a wait timeout counted.
+    async fn connection(&self) -> Result<deadpool_postgres::Object, RepoError> {
+        let started = Instant::now();
+        let connection = self.pool.get().await;
+        metrics::histogram!(names::DB_POOL_WAIT).record(started.elapsed());
+        if let Err(PoolError::Timeout(_)) = &connection {
+            metrics::counter!(names::DB_TIMEOUTS, "kind" => "pool").increment(1);
+        }
+        Ok(connection?)
+    }
+
+    /// Samples the gauges that are read rather than counted: pool use and breaker state.
+    /// Called when metrics are scraped.
+    pub fn record_gauges(&self) {
+        let status = self.pool.status();
+        let in_use = status.size.saturating_sub(status.available);
+        metrics::gauge!(names::DB_POOL_CONNECTIONS, "state" => "in_use").set(in_use as f64);
+        metrics::gauge!(names::DB_POOL_CONNECTIONS, "state" => "idle").set(status.available as f64);
+        metrics::gauge!(names::DB_POOL_MAX).set(status.max_size as f64);
+        metrics::gauge!(names::DB_POOL_WAITING).set(status.waiting as f64);
+        self.breaker.record_state();
+    }
+
+    /// PostgreSQL's own estimate of the key pool's size (live rows, kept by its statistics
+    /// collector): no scan, good enough for a gauge; refills decide on an exact count.
+    pub async fn pool_depth_estimate(&self) -> Result<u64, RepoError> {
+        self.idempotent(|| async {
+            let client = self.connection().await?;
+            let n: i64 = client
+                .query_one(
+                    "SELECT coalesce(n_live_tup, 0) FROM pg_stat_user_tables \
+                     WHERE relname = 'key_pool'",
+                    &[],
+                )
+                .await?
+                .get(0);
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
     /// One request-path call: through the breaker, within the deadline.
     async fn guarded<T>(
         &self,
@@ -164,6 +212,7 @@ impl PgRepository {
                 tokio::time::timeout(self.deadline, call)
                     .await
                     .map_err(|_| {
+                        metrics::counter!(names::DB_TIMEOUTS, "kind" => "deadline").increment(1);
                         RepoError::Timeout(format!("no answer within {:?}", self.deadline).into())
                     })?
             })
@@ -196,7 +245,12 @@ impl PgRepository {
     /// Fails with [`RepoError::SchemaOutdated`] if the database is behind this build. A newer
     /// schema is accepted: migrations are written to be compatible with the previous release,
     /// so a rolling deploy can migrate first.
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(
+        name = "postgres check_schema",
+        skip_all,
+        fields(otel.kind = "client", db.system = "postgresql"),
+        err
+    )]
     pub async fn check_schema(&self) -> Result<(), RepoError> {
         let found = self.idempotent(|| self.schema_version()).await?;
         let needed = required_schema_version();
@@ -207,7 +261,7 @@ impl PgRepository {
     }
 
     async fn schema_version(&self) -> Result<i64, RepoError> {
-        let client = self.pool.get().await?;
+        let client = self.connection().await?;
         let history_exists: bool = client
             .query_one(
                 "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
@@ -230,13 +284,18 @@ impl PgRepository {
     }
 
     /// Removes dead rows left by claims, so claims keep reading a clean head of the index.
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(
+        name = "postgres vacuum_key_pool",
+        skip_all,
+        fields(otel.kind = "client", db.system = "postgresql"),
+        err
+    )]
     pub async fn vacuum_key_pool(&self) -> Result<(), RepoError> {
         self.breaker.call(self.vacuum()).await
     }
 
     async fn vacuum(&self) -> Result<(), RepoError> {
-        let client = self.pool.get().await?;
+        let client = self.connection().await?;
         // VACUUM cannot run in a transaction, so SET LOCAL is not available: raise the
         // request-path bound for this session and put it back before the connection returns
         // to the pool.
@@ -251,12 +310,17 @@ impl PgRepository {
 
     /// Inserts links under pool keys in one statement; all or none. Not retried, like every
     /// insert.
+    #[tracing::instrument(
+        name = "postgres insert_many",
+        skip_all,
+        fields(otel.kind = "client", db.system = "postgresql", rows = rows.len())
+    )]
     pub async fn insert_many(&self, rows: &[(&str, &NewLink)]) -> Result<Vec<Link>, RepoError> {
         let codes: Vec<&str> = rows.iter().map(|(code, _)| *code).collect();
         let urls: Vec<&str> = rows.iter().map(|(_, l)| l.target_url.as_str()).collect();
         let expiries: Vec<Option<DateTime<Utc>>> = rows.iter().map(|(_, l)| l.expires_at).collect();
         self.guarded(async {
-            let client = self.pool.get().await?;
+            let client = self.connection().await?;
             let stmt = client.prepare_cached(INSERT_MANY).await?;
             let rows = client.query(&stmt, &[&codes, &urls, &expiries]).await?;
             Ok(rows.iter().map(link_from_row).collect())
@@ -271,7 +335,7 @@ impl PgRepository {
     ) -> Result<u64, RepoError> {
         let secs = age.as_secs_f64();
         self.idempotent(|| async {
-            let client = self.pool.get().await?;
+            let client = self.connection().await?;
             Ok(client
                 .execute(DELETE_OLD_IDEMPOTENCY_KEYS, &[&secs])
                 .await?)
@@ -281,32 +345,73 @@ impl PgRepository {
 
     /// Adds candidate keys to the pool, skipping those already pooled or issued; each chunk is
     /// newline-separated keys (COPY text format). One transaction: all new keys or none.
+    /// Every key goes through a staging table; see [`PgRepository::add_fresh_keys`] for the
+    /// fast path random keys take.
     pub async fn add_candidates(
         &self,
         chunks: impl Iterator<Item = String> + Send,
     ) -> Result<RefillReport, RepoError> {
         // Not retried: the chunks are consumed by the first attempt. The worker's loop retries
         // the whole step.
-        self.breaker.call(self.copy_candidates(chunks)).await
+        self.breaker
+            .call(self.copy_keys(chunks, CopyPath::Staged))
+            .await
     }
 
-    async fn copy_candidates(
+    /// Adds freshly generated random keys: each chunk is copied straight into `key_pool`
+    /// (as fast as a raw `COPY`), and only a chunk that collides with a pooled key, or repeats
+    /// one of its own, is rolled back to its savepoint and goes through the staging table.
+    ///
+    /// Unlike [`PgRepository::add_candidates`] this does not look for keys already issued:
+    /// with random keys that is as rare as any other collision, and a claim drops a pooled
+    /// key that is already issued (its `issued_codes` insert does nothing), so such a key is
+    /// never handed out; it only sits in the pool until a claim discards it.
+    pub async fn add_fresh_keys(
         &self,
         chunks: impl Iterator<Item = String> + Send,
     ) -> Result<RefillReport, RepoError> {
+        self.breaker
+            .call(self.copy_keys(chunks, CopyPath::Direct))
+            .await
+    }
+
+    async fn copy_keys(
+        &self,
+        chunks: impl Iterator<Item = String> + Send,
+        path: CopyPath,
+    ) -> Result<RefillReport, RepoError> {
         let started = Instant::now();
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        tx.batch_execute(REFILL_STAGE).await?;
-        let sink = tx.copy_in::<_, Bytes>(REFILL_COPY).await?;
-        futures_util::pin_mut!(sink);
-        let mut generated = 0;
+        let mut client = self.connection().await?;
+        let mut tx = client.transaction().await?;
+        tx.batch_execute(REFILL_TIMEOUT).await?;
+        let (mut generated, mut inserted) = (0, 0);
+        let mut staged: Vec<Bytes> = Vec::new();
         for chunk in chunks {
-            generated += chunk.bytes().filter(|&b| b == b'\n').count() as u64;
-            sink.send(Bytes::from(chunk)).await?;
+            let keys = chunk.bytes().filter(|&b| b == b'\n').count() as u64;
+            generated += keys;
+            let chunk = Bytes::from(chunk);
+            if path == CopyPath::Staged {
+                staged.push(chunk);
+                continue;
+            }
+            let savepoint = tx.savepoint("chunk").await?;
+            match copy_in(&savepoint, REFILL_COPY_DIRECT, [chunk.clone()]).await {
+                Ok(()) => {
+                    savepoint.commit().await?;
+                    inserted += keys;
+                }
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    savepoint.rollback().await?;
+                    staged.push(chunk);
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        sink.as_mut().finish().await?;
-        let inserted = tx.execute(REFILL_INSERT, &[]).await?;
+        if !staged.is_empty() {
+            tx.batch_execute(REFILL_STAGE).await?;
+            copy_in(&tx, REFILL_COPY_STAGED, staged).await?;
+            inserted += tx.execute(REFILL_INSERT, &[]).await?;
+        }
         tx.commit().await?;
         Ok(RefillReport {
             generated,
@@ -314,6 +419,30 @@ impl PgRepository {
             elapsed: started.elapsed(),
         })
     }
+}
+
+/// Which way [`PgRepository::copy_keys`] sends keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CopyPath {
+    /// Straight into `key_pool`, chunk by chunk, staging only the chunks that collide.
+    Direct,
+    /// Every chunk through the staging table, which skips pooled and issued keys.
+    Staged,
+}
+
+/// Runs one `COPY ... FROM STDIN` with `chunks` as its data.
+async fn copy_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    statement: &str,
+    chunks: impl IntoIterator<Item = Bytes>,
+) -> Result<(), tokio_postgres::Error> {
+    let sink = tx.copy_in::<_, Bytes>(statement).await?;
+    futures_util::pin_mut!(sink);
+    for chunk in chunks {
+        sink.send(chunk).await?;
+    }
+    sink.as_mut().finish().await?;
+    Ok(())
 }
 
 fn link_from_row(row: &Row) -> Link {
@@ -332,6 +461,8 @@ const INSERT_WITH_KEY: &str = "\
 
 // Many links in one statement and one commit (group commit); unnest keeps it one prepared
 // statement whatever the batch size.
+const POOL_DEPTH: &str = "SELECT count(*) FROM (SELECT 1 FROM key_pool LIMIT $1) AS head";
+
 const INSERT_MANY: &str = "\
     INSERT INTO links (code, target_url, expires_at) \
     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) \
@@ -410,10 +541,12 @@ const RETURN_KEYS: &str = "\
 // ON CONFLICT skips codes already pooled and duplicates within the batch.
 // A bulk refill is background work that legitimately runs longer than any request may, so it
 // gets its own bound instead of the request-path statement_timeout.
-const REFILL_STAGE: &str = "\
-    SET LOCAL statement_timeout = '300s'; \
-    CREATE TEMPORARY TABLE key_candidates (code text COLLATE \"C\" NOT NULL) ON COMMIT DROP";
-const REFILL_COPY: &str = "COPY key_candidates (code) FROM STDIN";
+const REFILL_TIMEOUT: &str = "SET LOCAL statement_timeout = '300s'";
+const REFILL_STAGE: &str =
+    "CREATE TEMPORARY TABLE key_candidates (code text COLLATE \"C\" NOT NULL) ON COMMIT DROP";
+const REFILL_COPY_STAGED: &str = "COPY key_candidates (code) FROM STDIN";
+// The fast path of a refill: random keys rarely collide, so most chunks need no staging.
+const REFILL_COPY_DIRECT: &str = "COPY key_pool (code) FROM STDIN";
 const REFILL_INSERT: &str = "\
     INSERT INTO key_pool (code) \
     SELECT c.code FROM key_candidates c \
@@ -421,12 +554,17 @@ const REFILL_INSERT: &str = "\
     ON CONFLICT (code) DO NOTHING";
 
 impl LinkRepository for PgRepository {
-    #[tracing::instrument(skip_all, err(level = "warn"))]
+    #[tracing::instrument(
+        name = "postgres insert_with_key",
+        skip_all,
+        fields(otel.kind = "client", db.system = "postgresql"),
+        err(level = "warn")
+    )]
     async fn insert_with_key(&self, code: &str, link: &NewLink) -> Result<Link, RepoError> {
         // Not retried: if the commit landed but its answer was lost, a retry would fail on the
         // unique code; the client's Idempotency-Key is the safe way to retry a create.
         self.guarded(async {
-            let client = self.pool.get().await?;
+            let client = self.connection().await?;
             let stmt = client.prepare_cached(INSERT_WITH_KEY).await?;
             let row = client
                 .query_one(&stmt, &[&code, &link.target_url, &link.expires_at])
@@ -436,10 +574,15 @@ impl LinkRepository for PgRepository {
         .await
     }
 
-    #[tracing::instrument(skip_all, err(level = "warn"))]
+    #[tracing::instrument(
+        name = "postgres insert_with_alias",
+        skip_all,
+        fields(otel.kind = "client", db.system = "postgresql"),
+        err(level = "warn")
+    )]
     async fn insert_with_alias(&self, alias: &str, link: &NewLink) -> Result<Link, RepoError> {
         self.guarded(async {
-            let client = self.pool.get().await?;
+            let client = self.connection().await?;
             let stmt = client.prepare_cached(INSERT_WITH_ALIAS).await?;
             let row = client
                 .query_opt(&stmt, &[&alias, &link.target_url, &link.expires_at])
@@ -449,7 +592,12 @@ impl LinkRepository for PgRepository {
         .await
     }
 
-    #[tracing::instrument(skip_all, err(level = "warn"))]
+    #[tracing::instrument(
+        name = "postgres create_idempotent",
+        skip_all,
+        fields(otel.kind = "client", db.system = "postgresql"),
+        err(level = "warn")
+    )]
     async fn create_idempotent(
         &self,
         key: &str,
@@ -459,7 +607,7 @@ impl LinkRepository for PgRepository {
     ) -> Result<IdempotentCreate, RepoError> {
         // Not retried, like the other inserts: a lost answer is what the key itself is for.
         self.guarded(async {
-            let mut client = self.pool.get().await?;
+            let mut client = self.connection().await?;
             let tx = client.transaction().await?;
             if tx.execute(CLAIM_IDEMPOTENCY_KEY, &[&key, &request]).await? == 0 {
                 let row = tx.query_one(FIND_IDEMPOTENT, &[&key]).await?;
@@ -488,10 +636,15 @@ impl LinkRepository for PgRepository {
         .await
     }
 
-    #[tracing::instrument(skip_all, err(level = "warn"))]
+    #[tracing::instrument(
+        name = "postgres find",
+        skip_all,
+        fields(otel.kind = "client", db.system = "postgresql"),
+        err(level = "warn")
+    )]
     async fn find(&self, code: &str) -> Result<Option<Link>, RepoError> {
         self.idempotent(|| async {
-            let client = self.pool.get().await?;
+            let client = self.connection().await?;
             let stmt = client.prepare_cached(FIND_LIVE).await?;
             let row = client.query_opt(&stmt, &[&code]).await?;
             Ok(row.as_ref().map(link_from_row))
@@ -499,21 +652,31 @@ impl LinkRepository for PgRepository {
         .await
     }
 
-    #[tracing::instrument(skip_all, err(level = "warn"))]
+    #[tracing::instrument(
+        name = "postgres delete",
+        skip_all,
+        fields(otel.kind = "client", db.system = "postgresql"),
+        err(level = "warn")
+    )]
     async fn delete(&self, code: &str) -> Result<bool, RepoError> {
         // Not retried: a retry after a lost answer would find nothing to delete and say 404.
         self.guarded(async {
-            let client = self.pool.get().await?;
+            let client = self.connection().await?;
             let stmt = client.prepare_cached(SOFT_DELETE).await?;
             Ok(client.execute(&stmt, &[&code]).await? == 1)
         })
         .await
     }
 
+    #[tracing::instrument(
+        name = "postgres ping",
+        skip_all,
+        fields(otel.kind = "client", db.system = "postgresql")
+    )]
     async fn ping(&self) -> Result<(), RepoError> {
         // Not retried: readiness should show what a request would meet.
         self.guarded(async {
-            let client = self.pool.get().await?;
+            let client = self.connection().await?;
             client.simple_query("SELECT 1").await?;
             Ok(())
         })
@@ -522,41 +685,52 @@ impl LinkRepository for PgRepository {
 }
 
 impl KeyRepository for PgRepository {
-    #[tracing::instrument(skip_all, fields(count), err(level = "warn"))]
+    #[tracing::instrument(
+        name = "postgres claim_keys",
+        skip_all,
+        fields(otel.kind = "client", db.system = "postgresql", count),
+        err(level = "warn")
+    )]
     async fn claim_keys(&self, count: usize) -> Result<Vec<String>, RepoError> {
         let limit = i64::try_from(count).unwrap_or(i64::MAX);
         // Safe to repeat: a claim whose answer was lost only strands its keys, which are
         // issued and so never handed out again.
         self.idempotent(|| async {
-            let client = self.pool.get().await?;
+            let client = self.connection().await?;
             let stmt = client.prepare_cached(CLAIM_KEYS).await?;
             let rows = client.query(&stmt, &[&limit]).await?;
-            Ok(rows.iter().map(|r| r.get(0)).collect())
+            let keys: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            metrics::counter!(names::KEYS_CLAIMED).increment(keys.len() as u64);
+            Ok(keys)
         })
         .await
     }
 
     async fn return_keys(&self, keys: &[String]) -> Result<u64, RepoError> {
         self.guarded(async {
-            let client = self.pool.get().await?;
+            let client = self.connection().await?;
             Ok(client.execute(RETURN_KEYS, &[&keys]).await?)
         })
         .await
     }
 
-    async fn pool_depth(&self) -> Result<u64, RepoError> {
+    async fn pool_depth(&self, cap: u64) -> Result<u64, RepoError> {
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
         self.idempotent(|| async {
-            let client = self.pool.get().await?;
-            let n: i64 = client
-                .query_one("SELECT count(*) FROM key_pool", &[])
-                .await?
-                .get(0);
+            let client = self.connection().await?;
+            let stmt = client.prepare_cached(POOL_DEPTH).await?;
+            let n: i64 = client.query_one(&stmt, &[&cap]).await?.get(0);
             Ok(u64::try_from(n).unwrap_or(0))
         })
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(count, length), err)]
+    #[tracing::instrument(
+        name = "postgres refill",
+        skip_all,
+        fields(otel.kind = "client", db.system = "postgresql", count, length),
+        err
+    )]
     async fn refill(&self, count: u64, length: usize) -> Result<RefillReport, RepoError> {
         let mut remaining = count;
         let chunks = std::iter::from_fn(move || {
@@ -571,6 +745,6 @@ impl KeyRepository for PgRepository {
             generate_keys_into(&mut chunk, n as usize, length);
             Some(chunk)
         });
-        self.add_candidates(chunks).await
+        self.add_fresh_keys(chunks).await
     }
 }

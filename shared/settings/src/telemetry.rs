@@ -24,6 +24,14 @@ pub struct TelemetrySettings {
     /// `KURZ_OTLP_ENDPOINT`: an OTLP/gRPC collector such as `http://127.0.0.1:4317`. Unset
     /// (the default) switches trace export off.
     pub otlp_endpoint: Option<Url>,
+    /// `KURZ_TRACE_SAMPLE_RATIO`: the share of new traces recorded, 0 to 1 (default 1). A
+    /// request that arrives with a trace context follows its caller's decision instead
+    /// (parent-based sampling), so a trace is never recorded in one service and not the next.
+    pub trace_sample_ratio: f64,
+    /// `KURZ_TRACE_FILTER`: which spans are exported, a `tracing` filter like `KURZ_LOG`
+    /// (default `info`). Separate from the log filter, so quiet logs (`KURZ_LOG=warn`) still
+    /// leave full traces.
+    pub trace_filter: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -32,6 +40,8 @@ struct Vars {
     log_format: Option<String>,
     log: Option<String>,
     otlp_endpoint: Option<String>,
+    trace_sample_ratio: Option<f64>,
+    trace_filter: Option<String>,
 }
 
 impl TelemetrySettings {
@@ -64,10 +74,19 @@ impl TelemetrySettings {
                 }
             })
             .transpose()?;
+        let trace_sample_ratio = vars.trace_sample_ratio.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&trace_sample_ratio) {
+            return Err(SettingsError::invalid(
+                "KURZ_TRACE_SAMPLE_RATIO",
+                format!("{trace_sample_ratio} is not between 0 and 1"),
+            ));
+        }
         Ok(Self {
             log_format,
             log_filter: vars.log.unwrap_or_else(|| "info".to_owned()),
             otlp_endpoint,
+            trace_sample_ratio,
+            trace_filter: vars.trace_filter.unwrap_or_else(|| "info".to_owned()),
         })
     }
 }

@@ -1,23 +1,40 @@
 #![doc = include_str!("../README.md")]
 //! # Layout
-//! - [`init`]: builds and installs the subscriber (filter, log format, optional OTLP export)
-//!   and returns a [`TelemetryGuard`] that flushes spans at shutdown.
+//! - [`init`]: builds and installs the subscriber (filter, log format, optional OTLP export),
+//!   the trace-context propagator and the metrics recorder, and returns a [`TelemetryGuard`]
+//!   that flushes spans at shutdown.
+//! - [`metrics`]: the Prometheus recorder and the catalogue of metric names.
 //! - [`shutdown_signal`]: what every binary waits on before it stops (SIGTERM or Ctrl-C).
 
+pub mod metrics;
+
+use std::fmt;
 use std::time::Duration;
 
 use anyhow::Context;
 use kurz_settings::{LogFormat, TelemetrySettings};
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::propagation::TextMapCompositePropagator;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_propagator_b3::{B3Encoding, Propagator as B3Propagator};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_subscriber::layer::{Layered, SubscriberExt};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
+};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-type Filtered = Layered<EnvFilter, Registry>;
-type BoxedLayer = Box<dyn Layer<Filtered> + Send + Sync>;
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// How long finished spans wait before a batch is sent: short enough that a trace shows up
+/// in Tempo while the operator still looks, long enough to batch under load.
+const EXPORT_DELAY: Duration = Duration::from_millis(500);
 
 /// Keeps the trace pipeline alive; [`TelemetryGuard::shutdown`] flushes it.
 #[derive(Debug)]
@@ -30,6 +47,20 @@ impl TelemetryGuard {
     /// Flushes and stops the exporter, bounded in time. The SDK's shutdown blocks, and on
     /// actix-web's single-threaded runtimes it was seen to hang, so it runs on a blocking
     /// thread with a deadline.
+    /// Exports every finished span now (tests use it instead of waiting for the batch).
+    pub async fn flush(&self) {
+        let Some(provider) = self.provider.clone() else {
+            return;
+        };
+        // Blocks until the exporter thread is done; on a current-thread runtime that would
+        // starve the gRPC channel it needs, hence the blocking thread.
+        match tokio::task::spawn_blocking(move || provider.force_flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "trace export flush failed"),
+            Err(e) => tracing::warn!(error = %e, "trace export flush panicked"),
+        }
+    }
+
     pub async fn shutdown(self) {
         let Some(provider) = self.provider else {
             return;
@@ -46,55 +77,163 @@ impl TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber for a binary: an `EnvFilter` from `KURZ_LOG`, human or JSON
-/// lines on stdout from `KURZ_LOG_FORMAT`, and an OTLP/gRPC span exporter when
-/// `KURZ_OTLP_ENDPOINT` is set. Export failures are the exporter's problem: spans are batched
-/// on their own thread and dropped when the collector is away, never delaying a request.
+/// Installs the global subscriber for a binary, with two outputs:
+/// - log lines on stdout, human or JSON (`KURZ_LOG_FORMAT`), filtered by `KURZ_LOG`; a line
+///   written inside a traced span starts with its trace and span ids;
+/// - when `KURZ_OTLP_ENDPOINT` is set, spans exported over OTLP/gRPC, filtered by
+///   `KURZ_TRACE_FILTER` and sampled parent-based at `KURZ_TRACE_SAMPLE_RATIO`.
+///
+/// Export failures are the exporter's problem: spans are batched on their own thread and
+/// dropped when the collector is away or the queue is full, never delaying a request.
+///
+/// Also installs the W3C + B3 propagator and the Prometheus recorder ([`metrics::handle`]).
 pub fn init(
     service_name: &'static str,
     settings: &TelemetrySettings,
 ) -> anyhow::Result<TelemetryGuard> {
-    let filter = EnvFilter::try_new(&settings.log_filter)
+    install_propagator();
+    metrics::handle();
+    let log_filter = EnvFilter::try_new(&settings.log_filter)
         .with_context(|| format!("KURZ_LOG `{}` is not a valid filter", settings.log_filter))?;
-    let mut layers: Vec<BoxedLayer> = vec![fmt_layer(settings.log_format)];
+    let mut layers: Vec<BoxedLayer> = vec![fmt_layer(
+        settings.log_format,
+        log_filter,
+        std::io::stdout,
+        std::io::IsTerminal::is_terminal(&std::io::stdout()),
+    )];
     let provider = match &settings.otlp_endpoint {
         None => None,
         Some(endpoint) => {
+            let trace_filter = EnvFilter::try_new(&settings.trace_filter).with_context(|| {
+                format!(
+                    "KURZ_TRACE_FILTER `{}` is not a valid filter",
+                    settings.trace_filter
+                )
+            })?;
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint.as_str())
                 .with_timeout(Duration::from_secs(3))
                 .build()
                 .context("building the OTLP span exporter")?;
+            let processor = BatchSpanProcessor::builder(exporter)
+                .with_batch_config(
+                    BatchConfigBuilder::default()
+                        .with_scheduled_delay(EXPORT_DELAY)
+                        .build(),
+                )
+                .build();
+            let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                settings.trace_sample_ratio,
+            )));
             let provider = SdkTracerProvider::builder()
-                .with_batch_exporter(exporter)
+                .with_span_processor(processor)
+                .with_sampler(sampler)
                 .with_resource(Resource::builder().with_service_name(service_name).build())
                 .build();
             let tracer = provider.tracer(service_name);
-            layers.push(tracing_opentelemetry::layer().with_tracer(tracer).boxed());
+            layers.push(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_filter(trace_filter)
+                    .boxed(),
+            );
             Some(provider)
         }
     };
     tracing_subscriber::registry()
-        .with(filter)
         .with(layers)
         .try_init()
         .context("installing the tracing subscriber")?;
     Ok(TelemetryGuard { provider })
 }
 
-fn fmt_layer(format: LogFormat) -> BoxedLayer {
-    let layer = tracing_subscriber::fmt::layer();
+/// Accepts W3C `traceparent` and B3 (single `b3` header or the `X-B3-*` set) on the way in, and
+/// writes both on the way out. W3C comes last, so it wins when a request carries both.
+pub fn install_propagator() {
+    opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+        Box::new(B3Propagator::with_encoding(B3Encoding::MultipleHeader)),
+        Box::new(TraceContextPropagator::new()),
+    ]));
+}
+
+fn fmt_layer<W>(format: LogFormat, filter: EnvFilter, writer: W, ansi: bool) -> BoxedLayer
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
     match format {
         LogFormat::Json => layer
             .json()
             .with_current_span(true)
             .with_span_list(false)
+            .map_event_format(|json| WithTraceId {
+                inner: json,
+                json: true,
+            })
+            .with_filter(filter)
             .boxed(),
         // Colours only on a terminal: escape codes make log files unreadable.
         LogFormat::Human => layer
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_ansi(ansi)
+            .map_event_format(|human| WithTraceId {
+                inner: human,
+                json: false,
+            })
+            .with_filter(filter)
             .boxed(),
+    }
+}
+
+/// Puts the trace and span ids first on each log line written inside a traced span, so a log
+/// line leads to its trace. The OpenTelemetry layer makes an entered span's context current,
+/// which is where the ids come from; without trace export there are none and lines are as is.
+#[derive(Debug)]
+struct WithTraceId<E> {
+    inner: E,
+    json: bool,
+}
+
+impl<S, N, E> FormatEvent<S, N> for WithTraceId<E>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    E: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let cx = opentelemetry::Context::current();
+        let span = cx.span();
+        let ids = span.span_context();
+        if !ids.is_valid() {
+            return self.inner.format_event(ctx, writer, event);
+        }
+        if !self.json {
+            write!(
+                writer,
+                "trace_id={} span_id={} ",
+                ids.trace_id(),
+                ids.span_id()
+            )?;
+            return self.inner.format_event(ctx, writer, event);
+        }
+        // The JSON formatter writes one object per line: splice the ids in as its first keys.
+        let mut line = String::new();
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => write!(
+                writer,
+                "{{\"trace_id\":\"{}\",\"span_id\":\"{}\",{rest}",
+                ids.trace_id(),
+                ids.span_id()
+            ),
+            None => writer.write_str(&line),
+        }
     }
 }
 
@@ -116,4 +255,76 @@ pub async fn shutdown_signal() {
         () = term => {}
     }
     tracing::info!("shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    use super::*;
+
+    /// Log lines, collected in memory.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Logs `message` inside a traced span, and outside any span, with `format`; returns the
+    /// lines and the span's trace id.
+    fn log_in_and_out_of_a_span(format: LogFormat) -> (Vec<String>, String) {
+        let lines = Lines::default();
+        let writer = {
+            let lines = lines.clone();
+            move || lines.clone()
+        };
+        // No exporter: the spans only need ids.
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(fmt_layer(format, EnvFilter::new("info"), writer, false))
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let trace_id = tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request");
+            let trace_id = span.context().span().span_context().trace_id().to_string();
+            span.in_scope(|| tracing::info!("inside"));
+            tracing::info!("outside");
+            trace_id
+        });
+        let text = String::from_utf8(lines.0.lock().expect("lock").clone()).expect("utf-8");
+        (text.lines().map(str::to_owned).collect(), trace_id)
+    }
+
+    #[test]
+    fn json_lines_inside_a_span_start_with_its_trace_id() {
+        let (lines, trace_id) = log_in_and_out_of_a_span(LogFormat::Json);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let inside: serde_json::Value = serde_json::from_str(&lines[0]).expect("JSON");
+        assert_eq!(inside["trace_id"], trace_id.as_str());
+        assert_eq!(inside["fields"]["message"], "inside");
+        assert!(lines[0].starts_with("{\"trace_id\":"), "{}", lines[0]);
+        let outside: serde_json::Value = serde_json::from_str(&lines[1]).expect("JSON");
+        assert!(outside.get("trace_id").is_none(), "{}", lines[1]);
+    }
+
+    #[test]
+    fn human_lines_inside_a_span_start_with_its_trace_id() {
+        let (lines, trace_id) = log_in_and_out_of_a_span(LogFormat::Human);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with(&format!("trace_id={trace_id} span_id=")),
+            "{}",
+            lines[0]
+        );
+        assert!(!lines[1].contains("trace_id="), "{}", lines[1]);
+    }
 }

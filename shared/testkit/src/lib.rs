@@ -5,10 +5,14 @@
 //! - [`redis`]: a throwaway Redis server.
 //! - [`proxy`]: [`FaultProxy`], a TCP proxy that resets, blackholes or delays connections.
 //! - [`process`]: starting, signalling and reaping server processes; free ports.
+//! - [`otlp`]: [`OtlpSink`], an in-process OTLP/gRPC receiver that keeps exported spans.
+//! - [`metrics`]: reading a Prometheus exposition in assertions.
 //! - [`TestEnv`]: both servers plus a per-test database copied from a migrated template, and
 //!   the `KURZ_*` variables that point a service at them.
 
 pub mod app;
+pub mod metrics;
+pub mod otlp;
 pub mod postgres;
 pub mod process;
 pub mod proxy;
@@ -19,6 +23,7 @@ use std::sync::Once;
 use kurz_settings::Source;
 
 pub use crate::app::{RunningApp, Shutdown};
+pub use crate::otlp::{ExportedSpan, OtlpSink};
 pub use crate::postgres::{PostgresServer, ShutdownMode};
 pub use crate::proxy::{Fault, FaultProxy};
 pub use crate::redis::RedisServer;
@@ -93,6 +98,7 @@ impl TestEnv {
             ("KURZ_DATABASE_URL", self.database_url()),
             ("KURZ_REDIS_URL", self.redis_url()),
             ("KURZ_LISTEN", "127.0.0.1:0".to_owned()),
+            ("KURZ_METRICS_LISTEN", "127.0.0.1:0".to_owned()),
             ("KURZ_PUBLIC_BASE_URL", "http://kurz.test".to_owned()),
             // Debug builds on a loaded two-core machine can miss the 50 ms production budget;
             // a missed cache write would make cache assertions flaky, not prove anything.

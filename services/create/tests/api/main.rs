@@ -9,5 +9,6 @@ mod helpers;
 mod idempotency;
 mod keys;
 mod links;
+mod metrics;
 mod resilience;
 mod validation;

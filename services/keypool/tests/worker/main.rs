@@ -57,7 +57,7 @@ async fn a_refill_step_leaves_a_pool_above_the_low_watermark_alone() {
 
     let outcome = worker.refill_once().await.expect("refill");
 
-    assert_eq!(outcome, RefillOutcome::Sufficient { depth: 600 });
+    assert_eq!(outcome, RefillOutcome::Sufficient);
     assert_eq!(count(&env, "SELECT count(*) FROM key_pool").await, 600);
 }
 
@@ -86,16 +86,73 @@ async fn a_refill_skips_keys_already_pooled_issued_or_repeated() {
 
     assert_eq!(report.generated, 5);
     assert_eq!(report.inserted, 2, "only Fresh01 and Fresh02 are new");
-    let pooled: Vec<String> = env
-        .sql()
+    assert_eq!(pooled(&env).await, ["Fresh01", "Fresh02", "Pooled1"]);
+}
+
+async fn pooled(env: &TestEnv) -> Vec<String> {
+    env.sql()
         .await
         .query("SELECT code FROM key_pool ORDER BY code", &[])
         .await
         .expect("query")
         .iter()
         .map(|r| r.get(0))
-        .collect();
-    assert_eq!(pooled, ["Fresh01", "Fresh02", "Pooled1"]);
+        .collect()
+}
+
+#[tokio::test]
+async fn fresh_keys_are_copied_straight_in_and_only_a_colliding_chunk_is_staged() {
+    let env = TestEnv::start().await;
+    let worker = worker(&env, 10, 20).await;
+    env.sql()
+        .await
+        .batch_execute("INSERT INTO key_pool (code) VALUES ('Pooled1');")
+        .await
+        .expect("arrange");
+
+    // The second chunk collides with the pool and the third repeats a key: both fail their
+    // direct COPY, are rolled back to their savepoint and go through the staging table.
+    let chunks = [
+        "Fresh01\nFresh02\n".to_owned(),
+        "Pooled1\nFresh03\n".to_owned(),
+        "Fresh04\nFresh04\n".to_owned(),
+    ];
+    let report = worker
+        .repository()
+        .add_fresh_keys(chunks.into_iter())
+        .await
+        .expect("add");
+
+    assert_eq!(report.generated, 6);
+    assert_eq!(report.inserted, 4, "Fresh01 to Fresh04 are new");
+    assert_eq!(
+        pooled(&env).await,
+        ["Fresh01", "Fresh02", "Fresh03", "Fresh04", "Pooled1"]
+    );
+}
+
+#[tokio::test]
+async fn a_pooled_key_that_was_already_issued_is_never_handed_out() {
+    let env = TestEnv::start().await;
+    let worker = worker(&env, 10, 20).await;
+    // The direct COPY of a refill does not look at issued_codes, so this can happen (once in
+    // trillions); the claim is what keeps such a key from being handed out twice.
+    env.sql()
+        .await
+        .batch_execute(
+            "INSERT INTO issued_codes (code) VALUES ('Issued1');
+             INSERT INTO key_pool (code) VALUES ('Issued1'), ('Fresh01');",
+        )
+        .await
+        .expect("arrange");
+
+    let claimed = worker.repository().claim_keys(10).await.expect("claim");
+
+    assert_eq!(claimed, ["Fresh01"]);
+    assert!(
+        pooled(&env).await.is_empty(),
+        "the issued key left the pool"
+    );
 }
 
 #[tokio::test]
@@ -205,4 +262,72 @@ async fn migrate_applies_to_an_empty_database_and_is_idempotent() {
     Worker::build(&settings)
         .await
         .expect("the worker accepts the migrated schema");
+}
+
+#[tokio::test]
+async fn the_worker_serves_metrics_on_its_own_port_and_they_follow_refills() {
+    use kurz_telemetry::metrics::names;
+    use kurz_testkit::metrics::scrape;
+
+    let env = TestEnv::start().await;
+    let source = env
+        .source()
+        .with("KURZ_POOL_LOW_WATERMARK", "500")
+        .with("KURZ_POOL_HIGH_WATERMARK", "2000")
+        .with("KURZ_POOL_CHECK_INTERVAL_MS", "50");
+    let settings = kurz_keypool::Settings::from_source(&source).expect("valid settings");
+    let app = kurz_keypool::Application::build(&settings)
+        .await
+        .expect("worker starts");
+    let app =
+        kurz_testkit::RunningApp::spawn(app.port(), |shutdown| app.run_until_stopped(shutdown));
+    let base = app.url("");
+    let base = base.trim_end_matches('/');
+
+    // The loop fills the empty pool at once; wait for the first refill to show.
+    let mut exposition = scrape(base).await;
+    for _ in 0..200 {
+        if exposition.sum(names::KEYS_REFILLED, &[]) >= 2_000.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        exposition = scrape(base).await;
+    }
+    assert_eq!(
+        exposition.sum(names::KEYS_REFILLED, &[]),
+        2_000.0,
+        "{}",
+        exposition.0
+    );
+    exposition.assert_has_all(&[
+        names::KEYS_REFILLED,
+        names::REFILL_DURATION,
+        names::KEYPOOL_DEPTH,
+        names::BREAKER_STATE,
+        names::DB_POOL_CONNECTIONS,
+        names::DB_POOL_MAX,
+        names::DB_POOL_WAIT,
+    ]);
+
+    // Drain below the low watermark: the next refill adds what is missing, and the counter
+    // moves by exactly that.
+    env.sql()
+        .await
+        .batch_execute("DELETE FROM key_pool WHERE id IN (SELECT id FROM key_pool LIMIT 1600)")
+        .await
+        .expect("drain");
+    for _ in 0..200 {
+        exposition = scrape(base).await;
+        if exposition.sum(names::KEYS_REFILLED, &[]) >= 3_600.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(exposition.sum(names::KEYS_REFILLED, &[]), 3_600.0);
+    assert_eq!(
+        exposition.sum("kurz_refill_duration_seconds_count", &[]),
+        2.0,
+        "two refills"
+    );
+    app.stop().await.expect("stops");
 }

@@ -1,5 +1,6 @@
 //! The redirect service over HTTP, against real PostgreSQL and Redis.
 
 mod helpers;
+mod metrics;
 mod redirect;
 mod resilience;
