@@ -114,20 +114,24 @@ where
         }
         // A plain lookup first: the single-flight call builds the (large) load future even
         // when the entry is there, which the profile showed on every hit.
-        let entry = match self.local.get(code).await {
-            Some(entry) => {
-                lookup("local", "hit");
-                entry
-            }
-            // Errors are not cached: the next request tries again (the breaker decides how
-            // hard).
-            None => {
-                lookup("local", "miss");
-                self.local
-                    .try_get_with_by_ref(code, async { self.load(code).await.map(Local::from) })
+        let entry =
+            match self.local.get(code).await {
+                Some(entry) => {
+                    lookup("local", "hit");
+                    entry
+                }
+                // Errors are not cached: the next request tries again (the breaker decides how
+                // hard).
+                None => {
+                    lookup("local", "miss");
+                    // Boxed: the load's state machine is large, and unboxed it would be part of
+                    // every request's future, copied around on hits that never run it.
+                    Box::pin(self.local.try_get_with_by_ref(code, async {
+                        self.load(code).await.map(Local::from)
+                    }))
                     .await?
-            }
-        };
+                }
+            };
         Ok(match entry {
             Local::Missing => Resolution::Missing,
             Local::Found { expires_at, .. } if expires_at.is_some_and(|at| at <= now) => {

@@ -7,6 +7,9 @@
 //! - [`request_metrics`] and [`metrics`]: request counts and latencies, and `/metrics`.
 //! - [`run_until_stopped`]: serve until a shutdown future resolves, then drain.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Instant;
 
@@ -128,26 +131,61 @@ pub async fn request_metrics(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
     let method = method_label(request.method());
-    let route = match request.match_pattern() {
-        Some(pattern) => pattern,
-        None => request
-            .app_data::<DefaultRoute>()
-            .map_or("unmatched", |d| d.0)
-            .to_owned(),
+    let route: Cow<'static, str> = match request.match_pattern() {
+        Some(pattern) => Cow::Owned(pattern),
+        None => Cow::Borrowed(
+            request
+                .app_data::<DefaultRoute>()
+                .map_or("unmatched", |d| d.0),
+        ),
     };
     let response = next.call(request).await;
     let status = match &response {
         Ok(response) => response.status(),
         Err(e) => e.as_response_error().status_code(),
     };
-    let labels = [
-        metrics::Label::new("route", route),
-        metrics::Label::from_static_parts("method", method),
-        metrics::Label::new("status", status_label(status)),
-    ];
-    metrics::counter!(names::HTTP_REQUESTS, labels.iter()).increment(1);
-    metrics::histogram!(names::HTTP_REQUEST_DURATION, labels.iter()).record(started.elapsed());
+    let elapsed = started.elapsed();
+    let (requests, latency) = SERIES.with_borrow_mut(|series| {
+        let key = (method, status.as_u16());
+        if let Some(handles) = series.get(route.as_ref()).and_then(|r| r.get(&key)) {
+            return handles.clone();
+        }
+        let handles = register(&route, method, status);
+        series
+            .entry(route)
+            .or_default()
+            .insert(key, handles.clone());
+        handles
+    });
+    requests.increment(1);
+    latency.record(elapsed);
     response
+}
+
+/// The request counter and latency histogram of one route, method and status.
+type Series = (metrics::Counter, metrics::Histogram);
+/// Route pattern, then (method, status).
+type SeriesByRoute = HashMap<Cow<'static, str>, HashMap<(&'static str, u16), Series>>;
+
+thread_local! {
+    /// The handles of each route, method and status seen by this worker thread. Looking a
+    /// series up in the recorder hashes its labels and allocates them on every call, which
+    /// is a real share of a request that is answered from memory; these maps are small and
+    /// bounded (routes are patterns, methods and statuses few). The recorder is installed
+    /// before any server starts, so no handle here is a no-op one.
+    static SERIES: RefCell<SeriesByRoute> = RefCell::new(HashMap::new());
+}
+
+fn register(route: &str, method: &'static str, status: StatusCode) -> Series {
+    let labels = [
+        metrics::Label::new("route", route.to_owned()),
+        metrics::Label::from_static_parts("method", method),
+        metrics::Label::new("status", status.as_str().to_owned()),
+    ];
+    (
+        metrics::counter!(names::HTTP_REQUESTS, labels.iter()),
+        metrics::histogram!(names::HTTP_REQUEST_DURATION, labels.iter()),
+    )
 }
 
 fn method_label(method: &Method) -> &'static str {
@@ -162,10 +200,6 @@ fn method_label(method: &Method) -> &'static str {
         // Anything else is one bucket: a client inventing methods must not invent series.
         _ => "other",
     }
-}
-
-fn status_label(status: StatusCode) -> String {
-    status.as_str().to_owned()
 }
 
 /// `GET /metrics`: the Prometheus text exposition of everything this process records.
