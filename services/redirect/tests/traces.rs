@@ -4,8 +4,8 @@
 //! Its own test binary: it installs the process-wide subscriber.
 
 use kurz_redirect::{Application, Settings};
-use kurz_repository::{LinkRepository, NewLink, PgRepository};
-use kurz_settings::{DatabaseSettings, Source};
+use kurz_repository::{LinkRepository, NewLink};
+use kurz_settings::Source;
 use kurz_testkit::otlp::{client_span, descends_from, server_span};
 use kurz_testkit::{OtlpSink, RunningApp, TestEnv, http_client};
 
@@ -58,15 +58,7 @@ async fn a_redirect_continues_the_callers_trace_down_to_redis_and_postgres() {
     let telemetry = kurz_telemetry::init("kurz-redirect", &settings.telemetry).expect("telemetry");
     let app = Application::build(settings).await.expect("redirect starts");
     let app = RunningApp::spawn(app.port(), |shutdown| app.run_until_stopped(shutdown));
-    let repo = PgRepository::new(
-        &DatabaseSettings::from_source(&Source::from_vars([(
-            "KURZ_DATABASE_URL",
-            env.database_url(),
-        )]))
-        .expect("settings"),
-        "kurz-test",
-    )
-    .expect("pool");
+    let repo = env.repository();
 
     for (code, trace_id, parent_id, headers) in CASES {
         // Straight into PostgreSQL: no cache holds it, so the request goes through every tier.

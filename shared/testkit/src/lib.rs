@@ -109,6 +109,15 @@ impl TestEnv {
         ])
     }
 
+    /// Kurz's own repository on this test's database, for arranging links as the services
+    /// store them.
+    pub fn repository(&self) -> kurz_repository::PgRepository {
+        let source = Source::from_vars([("KURZ_DATABASE_URL", self.database_url())]);
+        let settings = kurz_settings::DatabaseSettings::from_source(&source)
+            .expect("the test database settings are valid");
+        kurz_repository::PgRepository::new(&settings, "kurz-test").expect("a pool")
+    }
+
     /// A direct client on this test's database, for arranging and asserting.
     pub async fn sql(&self) -> tokio_postgres::Client {
         self.postgres.client(&self.database).await

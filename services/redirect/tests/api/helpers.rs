@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use deadpool_redis::redis;
 use kurz_redirect::{Application, Settings};
 use kurz_repository::{Link, LinkRepository, NewLink, PgRepository};
-use kurz_settings::{DatabaseSettings, Source};
+use kurz_settings::Source;
 use kurz_testkit::{RunningApp, TestEnv};
 
 /// Starts the redirect service on this env's servers, with extra `KURZ_*` variables.
@@ -20,9 +20,7 @@ pub async fn spawn_redirect(env: &TestEnv, extra: &[(&str, &str)]) -> RunningApp
 
 /// The repository, to arrange links directly in PostgreSQL.
 pub fn repo(env: &TestEnv) -> PgRepository {
-    let source = Source::from_vars([("KURZ_DATABASE_URL", env.database_url())]);
-    let settings = DatabaseSettings::from_source(&source).expect("valid settings");
-    PgRepository::new(&settings, "kurz-test").expect("pool")
+    env.repository()
 }
 
 pub async fn insert(

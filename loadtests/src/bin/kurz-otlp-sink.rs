@@ -2,7 +2,7 @@
 //! trace exports, counts the spans and drops them, and prints the count when it stops.
 //!
 //! ```sh
-//! cargo run --release --example otlp_sink -- 127.0.0.1:14317 300
+//! target/release/kurz-otlp-sink 127.0.0.1:14317 300
 //! ```
 //!
 //! Arguments: address (loopback; default 127.0.0.1:14317) and seconds to run before stopping
