@@ -119,11 +119,10 @@ impl RedisCache {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let call = async {
-            let conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
+            let started = std::time::Instant::now();
+            let conn = self.pool.get().await;
+            metrics::histogram!(names::REDIS_POOL_WAIT).record(started.elapsed());
+            let conn = conn.map_err(|e| CacheError::Unavailable(Box::new(e)))?;
             f(conn)
                 .await
                 .map_err(|e| CacheError::Unavailable(Box::new(e)))

@@ -50,6 +50,8 @@ pub mod names {
     pub const REDIS_POOL_CONNECTIONS: &str = "kurz_redis_pool_connections";
     /// Gauge: callers waiting for a pooled Redis connection.
     pub const REDIS_POOL_WAITING: &str = "kurz_redis_pool_waiting";
+    /// Histogram (seconds): time to get a pooled Redis connection.
+    pub const REDIS_POOL_WAIT: &str = "kurz_redis_pool_wait_seconds";
     /// Counter: Redis calls that ran out of their time budget.
     pub const REDIS_TIMEOUTS: &str = "kurz_redis_timeouts_total";
     /// Histogram: links per group-commit insert.
@@ -166,6 +168,12 @@ pub const ALL: &[(&str, Kind, Option<Unit>, &str)] = {
             Gauge,
             None,
             "Callers waiting for a pooled Redis connection.",
+        ),
+        (
+            REDIS_POOL_WAIT,
+            Histogram,
+            Some(Unit::Seconds),
+            "Time to get a pooled Redis connection.",
         ),
         (
             REDIS_TIMEOUTS,

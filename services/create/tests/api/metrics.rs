@@ -23,6 +23,14 @@ async fn metrics_name_every_create_series_and_counters_move_with_traffic() {
     }
     let refused = stack.post(&json!({ "url": "not a url" })).await;
     assert_eq!(refused.status(), 422);
+    // The readiness probe pings Redis through the pool (pool-key creates do not use it).
+    let ready = stack
+        .client
+        .get(stack.create().url("/readyz"))
+        .send()
+        .await
+        .expect("GET /readyz");
+    assert_eq!(ready.status(), 200);
     let after = scrape(base).await;
 
     after.assert_has_all(&[
@@ -37,6 +45,7 @@ async fn metrics_name_every_create_series_and_counters_move_with_traffic() {
         names::DB_POOL_WAIT,
         names::REDIS_POOL_CONNECTIONS,
         names::REDIS_POOL_WAITING,
+        names::REDIS_POOL_WAIT,
     ]);
     let created = [
         ("route", "/api/v1/links"),
