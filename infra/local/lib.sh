@@ -99,6 +99,29 @@ kurz__pg_bindir_or_die() {
     printf '%s\n' "$dir"
 }
 
+# --- Services ----------------------------------------------------------------------------------
+
+# TERM to all services at once, so their graceful shutdowns overlap; KILL whoever is left after
+# 10 s, since a service that ignores TERM must not keep the stack from stopping. The argument
+# names an associative array of service name -> pid (the caller's), emptied as they stop.
+kurz_stop_services() {
+    local -n services=$1
+    ((${#services[@]} > 0)) || return 0
+    kurz_log "stopping services"
+    local name pid deadline=$((SECONDS + 10))
+    for pid in "${services[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    for name in "${!services[@]}"; do
+        pid=${services[$name]}
+        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+        if kill -0 "$pid" 2>/dev/null; then
+            kurz_log "$name did not stop within 10 s of TERM; killing it"
+            kill -KILL "$pid" 2>/dev/null
+        fi
+        wait "$pid" 2>/dev/null
+        unset 'services[$name]'
+    done
+}
+
 # --- Ports -------------------------------------------------------------------------------------
 
 # Fails with a clear message when PORT already has a listener. Callers check before starting

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
+use clap::ValueEnum;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -348,15 +349,12 @@ fn error_kinds(kinds: &BTreeMap<&'static str, u64>) -> String {
     format!(": {}", parts.join(", "))
 }
 
-/// The scenario as written on the command line.
-pub fn scenario_name(scenario: Scenario) -> &'static str {
-    match scenario {
-        Scenario::RedirectHot => "redirect-hot",
-        Scenario::RedirectUniform => "redirect-uniform",
-        Scenario::RedirectMiss => "redirect-miss",
-        Scenario::Create => "create",
-        Scenario::Mixed => "mixed",
-    }
+/// The scenario as written on the command line (clap's name for it).
+pub fn scenario_name(scenario: Scenario) -> String {
+    scenario
+        .to_possible_value()
+        .map(|value| value.get_name().to_owned())
+        .unwrap_or_default()
 }
 
 /// `1234567` as `1,234,567`.

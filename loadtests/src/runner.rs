@@ -22,7 +22,7 @@ use crate::plot::write_svg;
 use crate::progress::{Live, Progress};
 use crate::report::{Report, Settings};
 use crate::scenario::{CREATE_PATH, Expected, Kind, Planned, Planner, Workload, WorkloadError};
-use crate::schedule::{due_before, intended_offset, is_measured};
+use crate::schedule::{corrected_latency, due_before, intended_offset, is_measured};
 use crate::stats::Recorder;
 use crate::target::{Target, parse_target};
 
@@ -372,7 +372,11 @@ impl Worker {
                 self.shared.live.response();
                 if measured {
                     let expected = Expected::for_request(self.shared.scenario, kind);
-                    let latency = completed.saturating_duration_since(origin);
+                    let start = self.shared.start;
+                    let latency = corrected_latency(
+                        origin.saturating_duration_since(start),
+                        completed.saturating_duration_since(start),
+                    );
                     let ok = expected.matches(reply.status);
                     self.recorder.response(completed, latency, reply.status, ok);
                 }

@@ -13,8 +13,6 @@ use hyper::header::HeaderValue;
 /// A loopback HTTP server to send requests to.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// The URL as given, for reports.
-    pub url: String,
     pub addr: SocketAddr,
     /// `host[:port]` as written in the URL, sent as the `Host` header.
     pub host_header: HeaderValue,
@@ -55,7 +53,6 @@ pub fn parse_target(url: &str) -> Result<Target, TargetError> {
     let host_header = HeaderValue::from_str(authority.as_str())
         .map_err(|_| TargetError::Invalid(url.to_owned()))?;
     Ok(Target {
-        url: url.to_owned(),
         addr: SocketAddr::new(ip, uri.port_u16().unwrap_or(80)),
         host_header,
     })

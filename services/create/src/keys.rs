@@ -54,14 +54,9 @@ impl<K: KeyRepository> KeyBuffer<K> {
         })
     }
 
-    /// Keys in memory right now.
-    fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Keys held, unused (the key buffer gauge).
+    /// Keys held, unused, right now (also the key buffer gauge).
     pub fn depth(&self) -> usize {
-        self.len()
+        self.lock().len()
     }
 
     /// A key nobody else has or will ever get.
@@ -127,7 +122,7 @@ impl<K: KeyRepository> KeyBuffer<K> {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let claiming = this.claim.lock().await;
-            if this.len() < this.low_mark()
+            if this.depth() < this.low_mark()
                 && let Err(e) = this.claim_batch().await
             {
                 tracing::warn!(error = %e, "background key claim failed");

@@ -95,10 +95,7 @@ pub async fn create(
         check_alias(alias)?;
     }
     let (link, replayed) = match idempotency_key {
-        None => (
-            store(&state, body.alias.as_deref(), &new_link).await?,
-            false,
-        ),
+        None => (store(&state, body.alias.as_deref(), new_link).await?, false),
         Some(key) => store_idempotent(&state, key, body.alias.as_deref(), &new_link).await?,
     };
     if !replayed {
@@ -142,14 +139,14 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<&str>, ApiError> {
     Ok(Some(key))
 }
 
-async fn store(state: &State, alias: Option<&str>, new_link: &NewLink) -> Result<Link, ApiError> {
+async fn store(state: &State, alias: Option<&str>, new_link: NewLink) -> Result<Link, ApiError> {
     match alias {
-        Some(alias) => Ok(state.repo.insert_with_alias(alias, new_link).await?),
+        Some(alias) => Ok(state.repo.insert_with_alias(alias, &new_link).await?),
         None => {
             let key = state.keys.take().await?;
             state
                 .inserter
-                .insert(key, new_link.clone())
+                .insert(key, new_link)
                 .await
                 .map_err(pool_key_error)
         }

@@ -1,10 +1,5 @@
 //! `kurz-keypool`: keeps the pool of unused keys full, and applies migrations.
 
-// A faster allocator than glibc's for many small, short-lived allocations across threads
-// (requests, responses, futures); measured on the redirect path.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kurz_keypool::{Application, RefillOutcome, Settings, Worker};

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use kurz_settings::{
     DatabaseSettings, SettingsError, Source, TelemetrySettings, in_range, positive_millis,
+    socket_addr,
 };
 use serde::Deserialize;
 
@@ -66,15 +67,10 @@ impl Settings {
                 format!("{high_watermark} must be above KURZ_POOL_LOW_WATERMARK ({low_watermark})"),
             ));
         }
-        let raw_listen = vars
-            .metrics_listen
-            .unwrap_or_else(|| "127.0.0.1:9464".to_owned());
-        let metrics_listen = raw_listen.parse().map_err(|e| {
-            SettingsError::invalid(
-                "KURZ_METRICS_LISTEN",
-                format!("`{raw_listen}` is not address:port: {e}"),
-            )
-        })?;
+        let metrics_listen = socket_addr(
+            "KURZ_METRICS_LISTEN",
+            vars.metrics_listen.as_deref().unwrap_or("127.0.0.1:9464"),
+        )?;
         Ok(Self {
             metrics_listen,
             database: DatabaseSettings::from_source(source)?,

@@ -56,10 +56,6 @@ impl Application {
         self.port
     }
 
-    pub fn worker(&self) -> &Worker {
-        &self.worker
-    }
-
     /// Refills until `shutdown` resolves; then finishes the step in progress and stops the
     /// metrics server.
     pub async fn run_until_stopped(

@@ -21,6 +21,7 @@ use kurz_repository::codes::is_well_formed;
 use kurz_repository::invalidation::Invalidation;
 use kurz_repository::{CachedLink, LinkCache, LinkRepository, RepoError};
 use kurz_telemetry::metrics::names;
+use metrics::Counter;
 use moka::future::Cache;
 
 /// What a code resolves to.
@@ -74,6 +75,37 @@ pub struct Resolver<R, C> {
     repo: R,
     cache: C,
     local: Cache<String, Local>,
+    lookups: Lookups,
+}
+
+/// The cache-lookup counters, registered once: looking a labelled series up in the recorder
+/// on every request hashes and allocates its labels.
+#[derive(Clone)]
+struct Lookups {
+    local_hit: Counter,
+    local_miss: Counter,
+    redis_hit: Counter,
+    redis_negative: Counter,
+    redis_miss: Counter,
+}
+
+impl Lookups {
+    fn register() -> Self {
+        let series = |tier: &'static str, result: &'static str| metrics::counter!(names::CACHE_LOOKUPS, "tier" => tier, "result" => result);
+        Self {
+            local_hit: series("local", "hit"),
+            local_miss: series("local", "miss"),
+            redis_hit: series("redis", "hit"),
+            redis_negative: series("redis", "negative"),
+            redis_miss: series("redis", "miss"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Lookups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lookups").finish_non_exhaustive()
+    }
 }
 
 impl<R, C> Resolver<R, C>
@@ -86,7 +118,12 @@ where
             .max_capacity(local_capacity)
             .time_to_live(local_ttl)
             .build();
-        Self { repo, cache, local }
+        Self {
+            repo,
+            cache,
+            local,
+            lookups: Lookups::register(),
+        }
     }
 
     pub fn repository(&self) -> &R {
@@ -117,13 +154,13 @@ where
         let entry =
             match self.local.get(code).await {
                 Some(entry) => {
-                    lookup("local", "hit");
+                    lookup(&self.lookups.local_hit, "cache.local", "hit");
                     entry
                 }
                 // Errors are not cached: the next request tries again (the breaker decides how
                 // hard).
                 None => {
-                    lookup("local", "miss");
+                    lookup(&self.lookups.local_miss, "cache.local", "miss");
                     // Boxed: the load's state machine is large, and unboxed it would be part of
                     // every request's future, copied around on hits that never run it.
                     Box::pin(self.local.try_get_with_by_ref(code, async {
@@ -164,17 +201,17 @@ where
     async fn load(&self, code: &str) -> Result<CachedLink, RepoError> {
         match self.cache.get(code).await {
             Ok(Some(entry)) => {
-                let result = match entry {
-                    CachedLink::Missing => "negative",
-                    CachedLink::Found { .. } => "hit",
+                let (counter, result) = match entry {
+                    CachedLink::Missing => (&self.lookups.redis_negative, "negative"),
+                    CachedLink::Found { .. } => (&self.lookups.redis_hit, "hit"),
                 };
-                lookup("redis", result);
+                lookup(counter, "cache.redis", result);
                 return Ok(entry);
             }
-            Ok(None) => lookup("redis", "miss"),
+            Ok(None) => lookup(&self.lookups.redis_miss, "cache.redis", "miss"),
             Err(e) => {
                 // Down or slow counts as a miss: the answer comes from PostgreSQL.
-                lookup("redis", "miss");
+                lookup(&self.lookups.redis_miss, "cache.redis", "miss");
                 tracing::debug!(error = %e, "cache read failed; asking PostgreSQL");
             }
         }
@@ -197,13 +234,8 @@ where
     }
 }
 
-/// Counts a cache lookup and records it on the current `resolve` span.
-fn lookup(tier: &'static str, result: &'static str) {
-    metrics::counter!(names::CACHE_LOOKUPS, "tier" => tier, "result" => result).increment(1);
-    let field = if tier == "local" {
-        "cache.local"
-    } else {
-        "cache.redis"
-    };
+/// Counts a cache lookup and records it on the current `resolve` span (`field`).
+fn lookup(counter: &Counter, field: &'static str, result: &'static str) {
+    counter.increment(1);
     tracing::Span::current().record(field, result);
 }

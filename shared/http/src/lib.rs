@@ -77,9 +77,9 @@ pub struct ContinueTrace;
 impl RootSpanBuilder for ContinueTrace {
     fn on_request_start(request: &ServiceRequest) -> Span {
         let span = tracing_actix_web::root_span!(request);
-        // Nothing to continue when no layer records the span (trace export off): skip the
-        // header parsing then, it is on every request.
-        if span.is_disabled() {
+        // Nothing to continue when spans are not exported (the log layer alone records the
+        // span): skip the header parsing then, it is on every request.
+        if span.is_disabled() || !kurz_telemetry::exports_traces() {
             return span;
         }
         let parent = opentelemetry::global::get_text_map_propagator(|p| {
@@ -91,7 +91,9 @@ impl RootSpanBuilder for ContinueTrace {
         // Fails only when no OpenTelemetry layer is installed, and then there is no parent
         // to record anyway.
         let _ = span.set_parent(parent);
-        let ids = span.context().span().span_context().clone();
+        let context = span.context();
+        let otel_span = context.span();
+        let ids = otel_span.span_context();
         if ids.is_valid() {
             span.record("trace_id", tracing::field::display(ids.trace_id()));
         }
@@ -105,7 +107,7 @@ impl RootSpanBuilder for ContinueTrace {
 
 /// Reads trace-context headers (`traceparent`, `b3`, `x-b3-*`) from an actix request.
 #[derive(Debug)]
-pub struct HeaderExtractor<'a>(pub &'a HeaderMap);
+struct HeaderExtractor<'a>(&'a HeaderMap);
 
 impl Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {

@@ -82,7 +82,6 @@ struct Inner {
 struct Shared {
     state: State,
     policy: ConsecutiveFailures<Exponential>,
-    transitions: u64,
 }
 
 enum State {
@@ -110,7 +109,6 @@ impl Breaker {
                 shared: Mutex::new(Shared {
                     state: State::Closed,
                     policy: failure_policy::consecutive_failures(settings.failures, backoff),
-                    transitions: 0,
                 }),
             }),
         }
@@ -129,11 +127,6 @@ impl Breaker {
     /// out shows as half-open only when sampled).
     pub fn record_state(&self) {
         metrics::gauge!(names::BREAKER_STATE).set(self.state().gauge_value());
-    }
-
-    /// How many times the state changed since start.
-    pub fn transitions(&self) -> u64 {
-        self.lock().transitions
     }
 
     /// Runs `call` if the breaker admits it, and records its outcome. Refused calls fail at once
@@ -222,28 +215,27 @@ impl Breaker {
 
     fn transit(&self, shared: &mut Shared, to: State) {
         let name = self.inner.name;
-        match &to {
-            State::Closed => {
-                tracing::info!(breaker = name, "circuit breaker closed: calls flow again")
-            }
-            State::Open { period, .. } => tracing::warn!(
-                breaker = name,
-                period_ms = period.as_millis() as u64,
-                "circuit breaker open: calls are refused"
-            ),
-            State::HalfOpen { .. } => {
-                tracing::info!(breaker = name, "circuit breaker half-open: probing")
-            }
-        }
         let entered = match &to {
-            State::Closed => BreakerState::Closed,
-            State::Open { .. } => BreakerState::Open,
-            State::HalfOpen { .. } => BreakerState::HalfOpen,
+            State::Closed => {
+                tracing::info!(breaker = name, "circuit breaker closed: calls flow again");
+                BreakerState::Closed
+            }
+            State::Open { period, .. } => {
+                tracing::warn!(
+                    breaker = name,
+                    period_ms = period.as_millis() as u64,
+                    "circuit breaker open: calls are refused"
+                );
+                BreakerState::Open
+            }
+            State::HalfOpen { .. } => {
+                tracing::info!(breaker = name, "circuit breaker half-open: probing");
+                BreakerState::HalfOpen
+            }
         };
         metrics::counter!(names::BREAKER_TRANSITIONS, "to" => entered.as_str()).increment(1);
         metrics::gauge!(names::BREAKER_STATE).set(entered.gauge_value());
         shared.state = to;
-        shared.transitions += 1;
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {

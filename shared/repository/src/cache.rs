@@ -36,11 +36,11 @@ pub struct CacheTtl {
 
 /// [`LinkCache`] on Redis.
 ///
-/// The redirect path (`get` and the fills after a miss) goes through one shared multiplexed
-/// connection: a pool checkout costs a round trip of its own (deadpool-redis sends `UNWATCH`
-/// and `PING` when it recycles), which would double the price of every miss. The manager
-/// reconnects by itself after a failure. The rarer writes of the create service, and the
-/// readiness ping, use the pool.
+/// Reads and writes of entries (`get`, `put`, `put_missing`: the redirect path and create's
+/// warm-up) go through one shared multiplexed connection: a pool checkout costs a round trip
+/// of its own (deadpool-redis sends `UNWATCH` and `PING` when it recycles), which would double
+/// the price of every miss. The manager reconnects by itself after a failure. Deletes,
+/// invalidations and the readiness ping use the pool.
 #[derive(Clone)]
 pub struct RedisCache {
     pool: Pool,
@@ -278,11 +278,10 @@ impl LinkCache for RedisCache {
     }
 
     async fn publish_invalidation(&self, code: &str) -> Result<(), CacheError> {
-        let code = code.to_owned();
         self.run("PUBLISH", |mut conn| async move {
             redis::cmd("PUBLISH")
                 .arg(crate::invalidation::CHANNEL)
-                .arg(&code)
+                .arg(code)
                 .query_async::<()>(&mut conn)
                 .await
         })

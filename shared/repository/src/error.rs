@@ -8,9 +8,8 @@ use tokio_postgres::error::SqlState;
 /// A PostgreSQL operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
-    /// PostgreSQL could not be reached or did not answer in time: connection refused or reset,
-    /// pool wait or connect timeout, `statement_timeout`, server shutting down or starting.
-    /// Worth retrying later; the only kind a circuit breaker should count.
+    /// PostgreSQL could not be reached: connection refused or reset, server shutting down or
+    /// starting, too many connections. Retried by idempotent calls; counts against the breaker.
     #[error("PostgreSQL is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// PostgreSQL did not answer in time: pool wait, connect or statement timeout. Counts
@@ -83,7 +82,10 @@ impl From<PoolError> for RepoError {
             // The backend error of a pool is a failed connect; everything else in a pool error
             // (timeouts, a closed pool, a failed post-create hook) is about availability too.
             PoolError::Backend(e) => Self::from(e),
-            e @ PoolError::Timeout(_) => Self::Timeout(Box::new(e)),
+            e @ PoolError::Timeout(_) => {
+                metrics::counter!(names::DB_TIMEOUTS, "kind" => "pool").increment(1);
+                Self::Timeout(Box::new(e))
+            }
             other => Self::Unavailable(Box::new(other)),
         }
     }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::SinkExt;
 use kurz_settings::DatabaseSettings;
 use kurz_telemetry::metrics::names;
@@ -161,14 +161,12 @@ impl PgRepository {
         &self.breaker
     }
 
-    /// A pooled connection; the wait is measured and a wait timeout counted.
+    /// A pooled connection; the wait is measured (a wait timeout is counted where pool errors
+    /// are classified, `RepoError::from`).
     async fn connection(&self) -> Result<deadpool_postgres::Object, RepoError> {
         let started = Instant::now();
         let connection = self.pool.get().await;
         metrics::histogram!(names::DB_POOL_WAIT).record(started.elapsed());
-        if let Err(PoolError::Timeout(_)) = &connection {
-            metrics::counter!(names::DB_TIMEOUTS, "kind" => "pool").increment(1);
-        }
         Ok(connection?)
     }
 
@@ -459,10 +457,10 @@ const INSERT_WITH_KEY: &str = "\
     VALUES ($1, $2, $3) \
     RETURNING code, target_url, created_at, expires_at";
 
-// Many links in one statement and one commit (group commit); unnest keeps it one prepared
-// statement whatever the batch size.
 const POOL_DEPTH: &str = "SELECT count(*) FROM (SELECT 1 FROM key_pool LIMIT $1) AS head";
 
+// Many links in one statement and one commit (group commit); unnest keeps it one prepared
+// statement whatever the batch size.
 const INSERT_MANY: &str = "\
     INSERT INTO links (code, target_url, expires_at) \
     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) \

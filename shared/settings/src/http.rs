@@ -7,7 +7,7 @@ use url::Url;
 
 use std::time::Duration;
 
-use crate::{SettingsError, Source, positive_millis};
+use crate::{SettingsError, Source, positive_millis, socket_addr};
 
 /// Default public base URL: the local stack's redirect service.
 pub const DEFAULT_PUBLIC_BASE_URL: &str = "http://127.0.0.1:8080";
@@ -40,9 +40,7 @@ impl HttpSettings {
         let vars: Vars = source.extract()?;
         let listen = match vars.listen {
             None => default_listen,
-            Some(raw) => raw.parse().map_err(|e| {
-                SettingsError::invalid("KURZ_LISTEN", format!("`{raw}` is not address:port: {e}"))
-            })?,
+            Some(raw) => socket_addr("KURZ_LISTEN", &raw)?,
         };
         let raw_base = vars
             .public_base_url

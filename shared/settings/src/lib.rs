@@ -10,6 +10,7 @@ pub mod redis;
 pub mod source;
 pub mod telemetry;
 
+use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -69,6 +70,12 @@ where
         variable,
         format!("{value} is outside {}..={}", range.start(), range.end()),
     ))
+}
+
+/// An `address:port` to bind, as written in `variable`.
+pub fn socket_addr(variable: &'static str, raw: &str) -> Result<SocketAddr, SettingsError> {
+    raw.parse()
+        .map_err(|e| SettingsError::invalid(variable, format!("`{raw}` is not address:port: {e}")))
 }
 
 /// Whole seconds as written in a variable, checked to be positive (a zero TTL would disable

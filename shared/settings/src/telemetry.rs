@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use url::Url;
 
-use crate::{SettingsError, Source};
+use crate::{SettingsError, Source, in_range};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,13 +74,11 @@ impl TelemetrySettings {
                 }
             })
             .transpose()?;
-        let trace_sample_ratio = vars.trace_sample_ratio.unwrap_or(1.0);
-        if !(0.0..=1.0).contains(&trace_sample_ratio) {
-            return Err(SettingsError::invalid(
-                "KURZ_TRACE_SAMPLE_RATIO",
-                format!("{trace_sample_ratio} is not between 0 and 1"),
-            ));
-        }
+        let trace_sample_ratio = in_range(
+            "KURZ_TRACE_SAMPLE_RATIO",
+            vars.trace_sample_ratio.unwrap_or(1.0),
+            0.0..=1.0,
+        )?;
         Ok(Self {
             log_format,
             log_filter: vars.log.unwrap_or_else(|| "info".to_owned()),

@@ -9,6 +9,7 @@
 pub mod metrics;
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -44,9 +45,6 @@ pub struct TelemetryGuard {
 }
 
 impl TelemetryGuard {
-    /// Flushes and stops the exporter, bounded in time. The SDK's shutdown blocks, and on
-    /// actix-web's single-threaded runtimes it was seen to hang, so it runs on a blocking
-    /// thread with a deadline.
     /// Exports every finished span now (tests use it instead of waiting for the batch).
     pub async fn flush(&self) {
         let Some(provider) = self.provider.clone() else {
@@ -61,6 +59,9 @@ impl TelemetryGuard {
         }
     }
 
+    /// Flushes and stops the exporter, bounded in time. The SDK's shutdown blocks, and on
+    /// actix-web's single-threaded runtimes it was seen to hang, so it runs on a blocking
+    /// thread with a deadline.
     pub async fn shutdown(self) {
         let Some(provider) = self.provider else {
             return;
@@ -132,6 +133,7 @@ pub fn init(
                 .with_resource(Resource::builder().with_service_name(service_name).build())
                 .build();
             let tracer = provider.tracer(service_name);
+            EXPORTING.store(true, Ordering::Relaxed);
             layers.push(
                 tracing_opentelemetry::layer()
                     .with_tracer(tracer)
@@ -154,9 +156,18 @@ pub fn init(
     Ok(TelemetryGuard { provider })
 }
 
+/// Set once `init` has installed span export.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process exports spans: without that, an incoming trace context has nowhere
+/// to go, and the per-request work of reading it can be skipped.
+pub fn exports_traces() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
 /// Accepts W3C `traceparent` and B3 (single `b3` header or the `X-B3-*` set) on the way in, and
 /// writes both on the way out. W3C comes last, so it wins when a request carries both.
-pub fn install_propagator() {
+fn install_propagator() {
     opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
         Box::new(B3Propagator::with_encoding(B3Encoding::MultipleHeader)),
         Box::new(TraceContextPropagator::new()),

@@ -4,7 +4,7 @@ use deadpool_redis::redis;
 use kurz_testkit::{RunningApp, ShutdownMode, http_client};
 use reqwest::StatusCode;
 use reqwest::header::LOCATION;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::helpers::{Stack, eventually, spawn_redirect_with};
 
@@ -33,12 +33,7 @@ async fn a_delete_reaches_the_in_process_caches_of_every_redirect_instance() {
     let stack = Stack::start(1, 100).await;
     let first = spawn_redirect_with(&stack.env, &LONG_LOCAL_TTL).await;
     let second = spawn_redirect_with(&stack.env, &LONG_LOCAL_TTL).await;
-    let created: Value = stack
-        .post(&json!({ "url": "https://example.com/both" }))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let created: Value = stack.create_link("https://example.com/both").await;
     let code = created["code"].as_str().expect("code");
     let client = http_client();
     for app in [&first, &second] {
@@ -80,12 +75,7 @@ async fn a_delete_reaches_the_in_process_caches_of_every_redirect_instance() {
 async fn after_a_pubsub_disconnect_the_in_process_cache_is_flushed() {
     let stack = Stack::start(1, 100).await;
     let redirect = spawn_redirect_with(&stack.env, &LONG_LOCAL_TTL).await;
-    let created: Value = stack
-        .post(&json!({ "url": "https://example.com/old" }))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let created: Value = stack.create_link("https://example.com/old").await;
     let code = created["code"].as_str().expect("code");
     let client = http_client();
     assert_eq!(
@@ -141,12 +131,7 @@ async fn concurrent_requests_for_an_uncached_code_cost_one_postgresql_lookup_per
     sql.batch_execute("CREATE EXTENSION pg_stat_statements")
         .await
         .expect("extension");
-    let created: Value = stack
-        .post(&json!({ "url": "https://example.com/hot" }))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let created: Value = stack.create_link("https://example.com/hot").await;
     let code = created["code"].as_str().expect("code").to_owned();
     let instances = [
         spawn_redirect_with(&stack.env, &LONG_LOCAL_TTL).await,

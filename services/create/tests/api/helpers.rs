@@ -48,6 +48,15 @@ impl Stack {
         post_link(&self.client, self.create(), body).await
     }
 
+    /// Creates a link to `url` and returns the response body.
+    pub async fn create_link(&self, url: &str) -> Value {
+        self.post(&serde_json::json!({ "url": url }))
+            .await
+            .json()
+            .await
+            .expect("json")
+    }
+
     /// Follows a short URL one hop, through the redirect service.
     pub async fn follow(&self, short_url: &str) -> Response {
         self.client

@@ -47,12 +47,7 @@ async fn creating_a_link_answers_201_and_its_short_url_redirects_to_the_normaliz
 async fn an_acknowledged_link_is_in_postgresql_and_in_the_cache() {
     let stack = Stack::start(1, 100).await;
 
-    let body: Value = stack
-        .post(&json!({ "url": "https://example.com/x" }))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let body: Value = stack.create_link("https://example.com/x").await;
 
     let code = body["code"].as_str().expect("code");
     let stored: String = stack
@@ -76,12 +71,7 @@ async fn an_acknowledged_link_is_in_postgresql_and_in_the_cache() {
 #[tokio::test]
 async fn get_returns_a_links_metadata_and_404_for_unknown_codes() {
     let stack = Stack::start(1, 100).await;
-    let created: Value = stack
-        .post(&json!({ "url": "https://example.com/m" }))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let created: Value = stack.create_link("https://example.com/m").await;
     let code = created["code"].as_str().expect("code");
 
     let found = stack
@@ -106,12 +96,7 @@ async fn get_returns_a_links_metadata_and_404_for_unknown_codes() {
 #[tokio::test]
 async fn delete_makes_a_cached_link_404_and_its_code_is_never_reused() {
     let stack = Stack::start(1, 100).await;
-    let created: Value = stack
-        .post(&json!({ "url": "https://example.com/d" }))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let created: Value = stack.create_link("https://example.com/d").await;
     let (code, short_url) = (
         created["code"].as_str().expect("code"),
         created["short_url"].as_str().expect("url"),

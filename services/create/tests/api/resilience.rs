@@ -292,12 +292,7 @@ async fn postgres_slow_cached_links_are_unaffected_and_timeouts_open_the_breaker
 #[tokio::test]
 async fn postgres_restarted_every_service_recovers_by_itself() {
     let stack = Stack::start(1, 500).await;
-    let before: Value = stack
-        .post(&json!({ "url": "https://example.com/pre" }))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let before: Value = stack.create_link("https://example.com/pre").await;
     let worker = worker(&stack.env).await;
 
     stack.env.postgres.stop(ShutdownMode::Fast).await;
@@ -472,12 +467,7 @@ async fn sigterm_stops_the_redirect_after_its_in_flight_requests() {
 #[tokio::test]
 async fn redis_restarted_the_pools_reconnect_and_the_cache_is_used_again() {
     let stack = Stack::start(1, 100).await;
-    let link: Value = stack
-        .post(&json!({ "url": "https://example.com/rr" }))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let link: Value = stack.create_link("https://example.com/rr").await;
     let code = link["code"].as_str().expect("code").to_owned();
 
     stack.env.redis.stop().await;
