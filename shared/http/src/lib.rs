@@ -6,6 +6,10 @@
 //!   caller's trace (W3C `traceparent` or B3).
 //! - [`request_metrics`] and [`metrics`]: request counts and latencies, and `/metrics`.
 //! - [`run_until_stopped`]: serve until a shutdown future resolves, then drain.
+//! - [`client_ip`]: the client's address behind trusted proxies (`X-Forwarded-For`,
+//!   `Forwarded`), and the subject per-IP rate limits count under.
+
+pub mod client_ip;
 
 use std::borrow::Cow;
 use std::cell::RefCell;

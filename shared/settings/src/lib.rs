@@ -15,7 +15,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 pub use database::{BreakerSettings, DatabaseSettings};
-pub use http::HttpSettings;
+pub use http::{HttpSettings, TrustedProxies};
 pub use redis::RedisSettings;
 pub use source::Source;
 pub use telemetry::{LogFormat, TelemetrySettings};
