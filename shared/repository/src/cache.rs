@@ -130,29 +130,23 @@ impl RedisCache {
         self.within_budget(command, call).await
     }
 
-    /// One command as a client span, bounded by the budget; a timeout is counted.
     async fn within_budget<T>(
         &self,
         command: &'static str,
         call: impl Future<Output = Result<T, CacheError>>,
     ) -> Result<T, CacheError> {
-        let span = tracing::info_span!(
-            "redis",
-            otel.name = command,
-            otel.kind = "client",
-            db.system = "redis",
-            db.operation = command
-        );
-        match tokio::time::timeout(self.timeout, call)
-            .instrument(span)
-            .await
-        {
-            Ok(result) => result,
-            Err(_) => {
-                metrics::counter!(names::REDIS_TIMEOUTS).increment(1);
-                Err(CacheError::Timeout(self.timeout))
-            }
-        }
+        within_budget(self.timeout, command, call).await
+    }
+
+    /// The shared multiplexed connection, for the other hot-path users of this Redis (the
+    /// rate limits): they share it rather than open their own, so a process keeps one.
+    pub fn connection_manager(&self) -> ConnectionManager {
+        self.shared.clone()
+    }
+
+    /// `KURZ_REDIS_COMMAND_TIMEOUT_MS`: the budget of one call.
+    pub fn command_timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Samples the pool gauges; called when metrics are scraped.
@@ -163,6 +157,29 @@ impl RedisCache {
         metrics::gauge!(names::REDIS_POOL_CONNECTIONS, "state" => "idle")
             .set(status.available as f64);
         metrics::gauge!(names::REDIS_POOL_WAITING).set(status.waiting as f64);
+    }
+}
+
+/// One Redis command as a client span, bounded by `budget`; a timeout is counted in
+/// `kurz_redis_timeouts_total`. Every hot-path Redis call (cache, rate limits) goes through it.
+pub async fn within_budget<T>(
+    budget: Duration,
+    command: &'static str,
+    call: impl Future<Output = Result<T, CacheError>>,
+) -> Result<T, CacheError> {
+    let span = tracing::info_span!(
+        "redis",
+        otel.name = command,
+        otel.kind = "client",
+        db.system = "redis",
+        db.operation = command
+    );
+    match tokio::time::timeout(budget, call).instrument(span).await {
+        Ok(result) => result,
+        Err(_) => {
+            metrics::counter!(names::REDIS_TIMEOUTS).increment(1);
+            Err(CacheError::Timeout(budget))
+        }
     }
 }
 

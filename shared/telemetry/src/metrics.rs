@@ -56,6 +56,14 @@ pub mod names {
     pub const REDIS_TIMEOUTS: &str = "kurz_redis_timeouts_total";
     /// Histogram: links per group-commit insert.
     pub const CREATE_BATCH_SIZE: &str = "kurz_create_batch_size";
+    /// Counter; labels `limit` (`api_key`, `anonymous`, `auth_failures`, `scan`), `result`
+    /// (`allowed`, `limited`).
+    pub const RATELIMIT_DECISIONS: &str = "kurz_ratelimit_decisions_total";
+    /// Gauge: 1 while this process's rate limits count in-process because Redis is down or
+    /// slow, else 0.
+    pub const RATELIMIT_FALLBACK: &str = "kurz_ratelimit_fallback";
+    /// Counter; label `limit`: decisions made in-process instead of in Redis.
+    pub const RATELIMIT_FALLBACK_DECISIONS: &str = "kurz_ratelimit_fallback_decisions_total";
 }
 
 /// What kind of series a metric is.
@@ -186,6 +194,24 @@ pub const ALL: &[(&str, Kind, Option<Unit>, &str)] = {
             Histogram,
             None,
             "Links per group-commit insert.",
+        ),
+        (
+            RATELIMIT_DECISIONS,
+            Counter,
+            None,
+            "Rate-limit decisions, by limit and result (allowed, limited).",
+        ),
+        (
+            RATELIMIT_FALLBACK,
+            Gauge,
+            None,
+            "1 while rate limits are counted in-process (Redis down or slow), else 0.",
+        ),
+        (
+            RATELIMIT_FALLBACK_DECISIONS,
+            Counter,
+            None,
+            "Rate-limit decisions made in-process instead of in Redis, by limit.",
         ),
     ]
 };

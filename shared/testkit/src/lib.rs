@@ -138,6 +138,23 @@ pub fn http_client() -> reqwest::Client {
         .expect("building the test HTTP client")
 }
 
+/// Polls `check` every 20 ms until it holds, for at most 10 s: for effects that land a moment
+/// after the action (a reconnect, pub/sub delivery, a background write). Not a timing
+/// assertion: the bound only keeps a broken test from hanging.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..500 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("never happened: {what}");
+}
+
 /// Logs from the code under test, shown when `TEST_LOG` is set (`TEST_LOG=debug`).
 pub fn init_tracing() {
     static INIT: Once = Once::new();
