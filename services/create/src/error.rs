@@ -6,10 +6,12 @@
 
 use actix_web::error::JsonPayloadError;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CACHE_CONTROL, RETRY_AFTER};
+use actix_web::http::header::{CACHE_CONTROL, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::{HttpResponse, ResponseError};
-use kurz_repository::RepoError;
+use kurz_repository::{RepoError, Scope};
 use serde_json::json;
+
+use crate::auth::AuthError;
 
 use crate::keys::KeyError;
 use crate::validate::ValidationError;
@@ -42,9 +44,45 @@ pub enum ApiError {
     /// 422 `idempotency_key_reused`: the key was used with a different request.
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyKeyReused,
+    /// 401 `unauthorized`, with `WWW-Authenticate: Bearer`: no credentials, or unusable
+    /// ones (another scheme, an empty token).
+    #[error("this endpoint needs an API key: send Authorization: Bearer <key>")]
+    Unauthorized,
+    /// 401 `invalid_api_key`: unknown, revoked, expired, malformed or with a bad checksum.
+    /// The message never repeats the key.
+    #[error("the API key is not valid (unknown, revoked, expired or mistyped)")]
+    InvalidApiKey,
+    /// 403 `insufficient_scope`, naming the scope needed.
+    #[error("this API key lacks the `{0}` scope this endpoint needs")]
+    InsufficientScope(Scope),
+    /// 403 `account_disabled`.
+    #[error("the account of this API key is disabled")]
+    AccountDisabled,
+    /// 429 `rate_limited`, with `Retry-After` in whole seconds.
+    #[error("too many requests; retry in {0} s")]
+    RateLimited(u64),
     /// 404 `not_found`.
     #[error("no link has this code")]
     NotFound,
+    /// 404 `not_found`, for an account id that does not exist.
+    #[error("no account has this id")]
+    NoSuchAccount,
+    /// 404 `not_found`, for an API key id that does not exist.
+    #[error("no API key has this id")]
+    NoSuchKey,
+    /// 409 `account_name_taken`.
+    #[error("an account with this name exists already")]
+    AccountNameTaken,
+    /// 422 `invalid_name`: an account or key name that is empty, too long or has control
+    /// characters.
+    #[error("the name must be 1 to 100 characters, without control characters")]
+    InvalidName,
+    /// 422 `invalid_scopes`: no scopes, or one that does not exist.
+    #[error("scopes must be one or more of links:read, links:write, stats:read, admin")]
+    InvalidScopes,
+    /// 422 `invalid_rate_limit`.
+    #[error("rate_limit_per_minute must be 1 to 1,000,000")]
+    InvalidRateLimit,
     /// 404 `not_found` for unknown paths.
     #[error("no such endpoint")]
     NoRoute,
@@ -75,7 +113,16 @@ impl ApiError {
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::NotFound | Self::NoRoute => "not_found",
+            Self::Unauthorized => "unauthorized",
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::InsufficientScope(_) => "insufficient_scope",
+            Self::AccountDisabled => "account_disabled",
+            Self::RateLimited(_) => "rate_limited",
+            Self::AccountNameTaken => "account_name_taken",
+            Self::InvalidName => "invalid_name",
+            Self::InvalidScopes => "invalid_scopes",
+            Self::InvalidRateLimit => "invalid_rate_limit",
+            Self::NotFound | Self::NoRoute | Self::NoSuchAccount | Self::NoSuchKey => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::AliasTaken => "alias_taken",
             Self::KeyPoolEmpty => "key_pool_empty",
@@ -102,6 +149,7 @@ impl From<RepoError> for ApiError {
     fn from(e: RepoError) -> Self {
         match e {
             RepoError::CodeTaken => Self::AliasTaken,
+            RepoError::NameTaken => Self::AccountNameTaken,
             e if e.is_unavailable() => Self::Unavailable(e),
             e => Self::Internal(e),
         }
@@ -120,12 +168,35 @@ impl From<KeyError> for ApiError {
     }
 }
 
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::InvalidKey => Self::InvalidApiKey,
+            AuthError::AccountDisabled => Self::AccountDisabled,
+            // The cache's single-flight shares one error among waiters; the cause is logged
+            // where it happened (the repository's span), so a summary is enough here.
+            AuthError::Repo(e) if e.is_unavailable() => {
+                Self::Unavailable(RepoError::Unavailable(e.to_string().into()))
+            }
+            AuthError::Repo(e) => Self::Internal(RepoError::Unavailable(e.to_string().into())),
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::Validation(_) | Self::InvalidBody(_) | Self::IdempotencyKeyReused => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            Self::Validation(_)
+            | Self::InvalidBody(_)
+            | Self::IdempotencyKeyReused
+            | Self::InvalidName
+            | Self::InvalidScopes
+            | Self::InvalidRateLimit => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized | Self::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope(_) | Self::AccountDisabled => StatusCode::FORBIDDEN,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::AccountNameTaken => StatusCode::CONFLICT,
+            Self::NoSuchAccount | Self::NoSuchKey => StatusCode::NOT_FOUND,
             Self::InvalidJson(_) | Self::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -152,6 +223,26 @@ impl ResponseError for ApiError {
             }
             Self::Unavailable(_) => {
                 response.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
+            }
+            // RFC 6750: a bearer-token challenge, with the error code for a bad token and
+            // the needed scope for a missing one.
+            Self::Unauthorized => {
+                response.insert_header((WWW_AUTHENTICATE, r#"Bearer realm="kurz""#));
+            }
+            Self::InvalidApiKey => {
+                response.insert_header((
+                    WWW_AUTHENTICATE,
+                    r#"Bearer realm="kurz", error="invalid_token""#,
+                ));
+            }
+            Self::InsufficientScope(scope) => {
+                response.insert_header((
+                    WWW_AUTHENTICATE,
+                    format!(r#"Bearer realm="kurz", error="insufficient_scope", scope="{scope}""#),
+                ));
+            }
+            Self::RateLimited(secs) => {
+                response.insert_header((RETRY_AFTER, secs.to_string()));
             }
             _ => {}
         }

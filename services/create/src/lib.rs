@@ -3,11 +3,18 @@
 //! - [`settings`]: `KURZ_*` variables of the create service.
 //! - [`validate`]: every rule a request must pass, each with its own error code.
 //! - [`keys`]: the in-memory buffer of keys claimed from the pool in batches.
-//! - [`routes`]: `POST /api/v1/links`, `GET` and `DELETE /api/v1/links/{code}`, probes.
+//! - [`auth`]: API keys in request headers, the verified-key cache, scopes as extractors.
+//! - [`guard`]: the middleware in front of `/api`: client IP, credentials, rate limits.
+//! - [`routes`]: `POST /api/v1/links`, `GET` and `DELETE /api/v1/links/{code}`, disabling
+//!   links, probes.
+//! - [`admin`]: accounts and API keys (`/api/v1/accounts`, `/api/v1/keys`).
 //! - [`error`]: [`ApiError`], the one place failures become HTTP responses.
 //! - [`startup`]: [`Application`], built from settings and run until a shutdown signal.
 
+pub mod admin;
+pub mod auth;
 pub mod error;
+pub mod guard;
 pub mod keys;
 pub mod routes;
 pub mod settings;

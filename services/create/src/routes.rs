@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use url::Url;
 
+use crate::auth::{Authorized, Creator, LinksRead, LinksWrite, Verifier};
 use crate::error::ApiError;
+use crate::guard::Guard;
 use crate::keys::KeyBuffer;
 use crate::validate::{UrlPolicy, check_alias, parse_expires_at};
 use kurz_repository::batch::InsertBatcher;
@@ -35,6 +37,9 @@ pub struct State {
     pub inserter: InsertBatcher,
     pub url_policy: UrlPolicy,
     pub public_base_url: Url,
+    pub verifier: Verifier,
+    /// Authentication and rate limits of every /api request.
+    pub guard: Guard,
 }
 
 /// `POST /api/v1/links` body. Unknown fields are refused rather than ignored, so a client
@@ -57,6 +62,8 @@ pub struct LinkView {
     pub url: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Whether an admin disabled the link (it then answers 410).
+    pub disabled: bool,
 }
 
 impl State {
@@ -67,6 +74,7 @@ impl State {
             url: link.target_url,
             created_at: link.created_at,
             expires_at: link.expires_at,
+            disabled: link.disabled_at.is_some(),
         }
     }
 }
@@ -77,6 +85,7 @@ const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// `POST /api/v1/links`: validate, store (committed before we answer), cache best-effort.
 /// With an `Idempotency-Key` header, a retry of the same request returns the same link.
 pub async fn create(
+    Creator(caller): Creator,
     request: HttpRequest,
     body: web::Json<CreateLink>,
     state: web::Data<State>,
@@ -90,6 +99,7 @@ pub async fn create(
             .as_deref()
             .map(|raw| parse_expires_at(raw, Utc::now()))
             .transpose()?,
+        owner_id: caller.account_id(),
     };
     if let Some(alias) = body.alias.as_deref() {
         check_alias(alias)?;
@@ -181,6 +191,8 @@ async fn store_idempotent(
         Ok(IdempotentCreate::Created(link)) => Ok((link, false)),
         Ok(IdempotentCreate::Replayed(link)) => Ok((link, true)),
         Ok(IdempotentCreate::Mismatch) => Err(ApiError::IdempotencyKeyReused),
+        // Another account's key: as if there were nothing, so its link stays unseen.
+        Ok(IdempotentCreate::HeldByOther) => Err(ApiError::NotFound),
         Err(e) if alias.is_none() => Err(pool_key_error(e)),
         Err(e) => Err(e.into()),
     }
@@ -195,40 +207,90 @@ fn pool_key_error(e: RepoError) -> ApiError {
     }
 }
 
-/// `GET /api/v1/links/{code}`: the link's metadata, from PostgreSQL.
+/// `GET /api/v1/links/{code}`: the link's metadata, from PostgreSQL. Another account's link
+/// is 404, exactly as an unknown code, so its existence is never confirmed.
 pub async fn get(
+    caller: Authorized<LinksRead>,
     code: web::Path<String>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
     if !kurz_repository::codes::is_well_formed(&code) {
         return Err(ApiError::NotFound);
     }
-    let link = state.repo.find(&code).await?.ok_or(ApiError::NotFound)?;
+    let link = state
+        .repo
+        .find(&code)
+        .await?
+        .filter(|link| caller.owner().covers(link.owner_id))
+        .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(state.view(link)))
 }
 
 /// `DELETE /api/v1/links/{code}`: the redirect stops serving it, and its code is never reused.
 pub async fn delete(
+    caller: Authorized<LinksWrite>,
     code: web::Path<String>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
-    if !kurz_repository::codes::is_well_formed(&code) || !state.repo.delete(&code).await? {
+    let well_formed = kurz_repository::codes::is_well_formed(&code);
+    if !well_formed || !state.repo.delete(&code, caller.owner()).await? {
         return Err(ApiError::NotFound);
     }
+    forget_everywhere(&state, code.into_inner()).await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// After a link changed (deleted, disabled, enabled): drop its Redis entry and tell every
+/// redirect instance to drop its in-process copy. Best-effort: failures are logged, and the
+/// caches' TTLs bound what a failure costs.
+async fn forget_everywhere(state: &State, code: String) {
     if let Err(e) = state.cache.remove(&code).await {
-        tracing::warn!(error = %e, "cache invalidation after delete failed; the entry expires with its TTL");
+        tracing::warn!(error = %e, "cache invalidation failed; the entry expires with its TTL");
     }
-    // Redirect instances also hold the link in memory: tell them all.
     if let Err(e) = state.cache.publish_invalidation(&code).await {
         tracing::warn!(error = %e, "publishing the invalidation failed; in-process caches expire it with their TTL");
     }
     let cache = state.cache.clone();
-    let code = code.into_inner();
     tokio::spawn(async move {
         tokio::time::sleep(SECOND_INVALIDATION_DELAY).await;
         let _ = cache.remove(&code).await;
     });
-    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /api/v1/links/{code}/disable` (admin): the redirect answers 410 with a page saying
+/// the link was disabled, within a second on every instance. The code stays reserved.
+pub async fn disable(
+    _admin: Authorized<crate::auth::Admin>,
+    code: web::Path<String>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    set_disabled(&state, code.into_inner(), true).await
+}
+
+/// `POST /api/v1/links/{code}/enable` (admin): undoes a disable.
+pub async fn enable(
+    _admin: Authorized<crate::auth::Admin>,
+    code: web::Path<String>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    set_disabled(&state, code.into_inner(), false).await
+}
+
+async fn set_disabled(
+    state: &State,
+    code: String,
+    disabled: bool,
+) -> Result<HttpResponse, ApiError> {
+    if !kurz_repository::codes::is_well_formed(&code) {
+        return Err(ApiError::NotFound);
+    }
+    let link = state
+        .repo
+        .set_disabled(&code, disabled)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    forget_everywhere(state, code).await;
+    Ok(HttpResponse::Ok().json(state.view(link)))
 }
 
 /// `GET /metrics`, for Prometheus.

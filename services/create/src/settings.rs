@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kurz_settings::{
     DatabaseSettings, HttpSettings, RedisSettings, SettingsError, Source, TelemetrySettings,
-    in_range, positive_secs,
+    in_range, positive_millis, positive_secs,
 };
 use serde::Deserialize;
 
@@ -19,6 +19,30 @@ pub struct Settings {
     pub http: HttpSettings,
     pub telemetry: TelemetrySettings,
     pub links: LinkSettings,
+    pub access: AccessSettings,
+}
+
+/// Who may call the API, and how often.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessSettings {
+    /// `KURZ_ANONYMOUS_CREATE`: whether requests without credentials may create links (default
+    /// false). For a public shorten page; such links have no owner, and only an admin can
+    /// read or delete them through the API.
+    pub anonymous_create: bool,
+    /// `KURZ_API_KEY_CACHE_TTL_MS`: how long a verified key is trusted without asking
+    /// PostgreSQL (default 10,000 ms). Revocations reach every instance at once over Redis
+    /// pub/sub; this bounds what a lost message costs.
+    pub key_cache_ttl: Duration,
+    /// `KURZ_RATE_LIMIT_PER_MINUTE`: requests a minute per API key, unless the key says
+    /// otherwise (default 600). The whole minute's quota may be spent in one burst.
+    pub key_rate_limit: u32,
+    /// `KURZ_ANONYMOUS_RATE_LIMIT_PER_MINUTE`: requests a minute per client IP without a key
+    /// (default 30).
+    pub anonymous_rate_limit: u32,
+    /// `KURZ_AUTH_FAILURE_LIMIT_PER_MINUTE`: failed authentications a minute per client IP
+    /// (default 20). Past it, every request from that IP is refused 429 until its minute
+    /// passes, even with a valid key: guessing keys gets nowhere.
+    pub auth_failure_limit: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +75,15 @@ struct Vars {
     key_batch_size: Option<usize>,
     cache_ttl_secs: Option<u64>,
     insert_batch_max: Option<usize>,
+    anonymous_create: Option<bool>,
+    api_key_cache_ttl_ms: Option<u64>,
+    rate_limit_per_minute: Option<u32>,
+    anonymous_rate_limit_per_minute: Option<u32>,
+    auth_failure_limit_per_minute: Option<u32>,
 }
+
+/// Allowed per-minute limits: at least one request, at most a million.
+const RATE_LIMITS: std::ops::RangeInclusive<u32> = 1..=1_000_000;
 
 impl Settings {
     pub fn from_source(source: &Source) -> Result<Self, SettingsError> {
@@ -67,7 +99,30 @@ impl Settings {
             1..=100_000,
         )?;
         let cache_ttl = positive_secs("KURZ_CACHE_TTL_SECS", vars.cache_ttl_secs.unwrap_or(3_600))?;
+        let access = AccessSettings {
+            anonymous_create: vars.anonymous_create.unwrap_or(false),
+            key_cache_ttl: positive_millis(
+                "KURZ_API_KEY_CACHE_TTL_MS",
+                vars.api_key_cache_ttl_ms.unwrap_or(10_000),
+            )?,
+            key_rate_limit: in_range(
+                "KURZ_RATE_LIMIT_PER_MINUTE",
+                vars.rate_limit_per_minute.unwrap_or(600),
+                RATE_LIMITS,
+            )?,
+            anonymous_rate_limit: in_range(
+                "KURZ_ANONYMOUS_RATE_LIMIT_PER_MINUTE",
+                vars.anonymous_rate_limit_per_minute.unwrap_or(30),
+                RATE_LIMITS,
+            )?,
+            auth_failure_limit: in_range(
+                "KURZ_AUTH_FAILURE_LIMIT_PER_MINUTE",
+                vars.auth_failure_limit_per_minute.unwrap_or(20),
+                RATE_LIMITS,
+            )?,
+        };
         Ok(Self {
+            access,
             database: DatabaseSettings::from_source(source)?,
             redis: RedisSettings::from_source(source)?,
             http: HttpSettings::from_source(source, DEFAULT_LISTEN)?,
@@ -95,6 +150,25 @@ mod tests {
         let s = Settings::from_source(&Source::default()).expect("valid");
         assert_eq!(s.http.listen.port(), 8081);
         assert_eq!(s.links.max_url_length, 8_192);
+    }
+
+    #[test]
+    fn access_defaults_need_a_key_and_allow_600_a_minute() {
+        let s = Settings::from_source(&Source::default()).expect("valid");
+        assert!(!s.access.anonymous_create);
+        assert_eq!(s.access.key_rate_limit, 600);
+        assert_eq!(s.access.anonymous_rate_limit, 30);
+        assert_eq!(s.access.auth_failure_limit, 20);
+    }
+
+    #[test]
+    fn a_zero_rate_limit_is_refused() {
+        let err = Settings::from_source(&Source::from_vars([("KURZ_RATE_LIMIT_PER_MINUTE", "0")]))
+            .expect_err("must fail");
+        assert!(
+            err.to_string().contains("KURZ_RATE_LIMIT_PER_MINUTE"),
+            "{err}"
+        );
     }
 
     #[test]

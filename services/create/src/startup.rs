@@ -13,7 +13,10 @@ use kurz_repository::batch::{BatchStats, InsertBatcher};
 use kurz_repository::cache::CacheTtl;
 use kurz_repository::{PgRepository, RedisCache};
 
+use crate::admin;
+use crate::auth::Verifier;
 use crate::error::ApiError;
+use crate::guard::Guard;
 use crate::keys::KeyBuffer;
 use crate::routes::{self, State};
 use crate::settings::Settings;
@@ -25,6 +28,8 @@ pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<State>,
+    /// The auth invalidation subscriber; stopped with the server.
+    invalidations: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -45,7 +50,28 @@ impl Application {
                 missing: settings.links.cache_ttl,
             },
         )?;
+        let verifier = Verifier::new(repo.clone(), settings.access.key_cache_ttl);
+        let guard = Guard::new(
+            verifier.clone(),
+            &cache,
+            &settings.redis,
+            settings.access,
+            settings.http.trusted_proxies.clone(),
+        );
+        let invalidations = tokio::spawn({
+            let verifier = verifier.clone();
+            let (url, timeout) = (settings.redis.url.clone(), settings.redis.connect_timeout);
+            async move {
+                let channel = kurz_repository::invalidation::AUTH_CHANNEL;
+                kurz_repository::invalidation::follow(url, timeout, channel, |event| {
+                    verifier.invalidate(event)
+                })
+                .await;
+            }
+        });
         let state = web::Data::new(State {
+            verifier,
+            guard,
             keys: KeyBuffer::new(repo.clone(), settings.links.key_batch_size),
             inserter: InsertBatcher::spawn(repo.clone(), settings.links.insert_batch_max),
             repo,
@@ -70,20 +96,12 @@ impl Application {
                 .wrap(kurz_http::request_tracing())
                 .app_data(app_state.clone())
                 .app_data(json)
+                // A path segment of the wrong type (`/api/v1/keys/abc`) names nothing.
+                .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NoRoute.into()))
                 .route("/healthz", kurz_http::get_or_head().to(kurz_http::healthz))
                 .route("/readyz", kurz_http::get_or_head().to(routes::readyz))
                 .route("/metrics", web::get().to(routes::metrics))
-                .service(
-                    web::resource("/api/v1/links")
-                        .route(web::post().to(routes::create))
-                        .default_service(web::to(routes::method_not_allowed)),
-                )
-                .service(
-                    web::resource("/api/v1/links/{code}")
-                        .route(web::get().to(routes::get))
-                        .route(web::delete().to(routes::delete))
-                        .default_service(web::to(routes::method_not_allowed)),
-                )
+                .service(api())
                 .default_service(web::to(routes::no_route))
         })
         .listen(listener)?
@@ -98,6 +116,7 @@ impl Application {
             port,
             server,
             state,
+            invalidations,
         })
     }
 
@@ -117,7 +136,46 @@ impl Application {
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let served = kurz_http::run_until_stopped(self.server, shutdown).await;
+        self.invalidations.abort();
         self.state.keys.return_unused().await;
         served
     }
+}
+
+/// Everything under `/api`, behind the guard (credentials, scopes, rate limits). Unknown
+/// paths there are answered by the guard too, so they reveal nothing to a caller without a key.
+fn api() -> actix_web::Scope<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let resource = |path: &str| {
+        web::resource(path.to_owned()).default_service(web::to(routes::method_not_allowed))
+    };
+    web::scope("/api")
+        .wrap(from_fn(crate::guard::guard))
+        .service(resource("/v1/links").route(web::post().to(routes::create)))
+        .service(
+            resource("/v1/links/{code}")
+                .route(web::get().to(routes::get))
+                .route(web::delete().to(routes::delete)),
+        )
+        .service(resource("/v1/links/{code}/disable").route(web::post().to(routes::disable)))
+        .service(resource("/v1/links/{code}/enable").route(web::post().to(routes::enable)))
+        .service(
+            resource("/v1/accounts")
+                .route(web::post().to(admin::create_account))
+                .route(web::get().to(admin::list_accounts)),
+        )
+        .service(
+            resource("/v1/accounts/{id}/disable").route(web::post().to(admin::disable_account)),
+        )
+        .service(resource("/v1/accounts/{id}/keys").route(web::post().to(admin::create_key)))
+        .service(resource("/v1/keys").route(web::get().to(admin::list_keys)))
+        .service(resource("/v1/keys/{id}").route(web::delete().to(admin::revoke_key)))
+        .default_service(web::to(routes::no_route))
 }

@@ -5,9 +5,10 @@
 
 use kurz_create::{Application, Settings};
 use kurz_keypool::Worker;
+use kurz_repository::Scope;
 use kurz_settings::Source;
 use kurz_testkit::otlp::{client_span, server_span};
-use kurz_testkit::{OtlpSink, RunningApp, TestEnv, http_client};
+use kurz_testkit::{OtlpSink, RunningApp, TestEnv, http_client_with_key};
 use serde_json::json;
 
 #[tokio::test]
@@ -51,8 +52,10 @@ async fn a_create_continues_the_callers_trace_down_to_postgres_and_redis() {
             ("b3", "a3ce929d0e0e47364bf92f3577b34da6-53995c3f42cd8ad8-1"),
         ),
     ];
+    let key = env.api_key("traced", &[Scope::LinksWrite], None).await;
+    let client = http_client_with_key(&key.key);
     for (body, trace_id, parent_id, (header, value)) in cases {
-        let response = http_client()
+        let response = client
             .post(app.url("/api/v1/links"))
             .header(header, value)
             .json(&body)
@@ -74,6 +77,18 @@ async fn a_create_continues_the_callers_trace_down_to_postgres_and_redis() {
             assert_eq!(
                 child.parent_span_id, root.span_id,
                 "{body}: the {system} span is a child of the request span"
+            );
+        }
+    }
+
+    // No span carries the key, its random part, or the header it came in.
+    let secret = &key.key["kurz_".len()..];
+    for span in sink.spans() {
+        for (name, value) in &span.attributes {
+            assert!(
+                !value.contains(secret) && !name.contains("authorization"),
+                "span {} has {name}={value}",
+                span.name
             );
         }
     }

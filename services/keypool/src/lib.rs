@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 //! # Layout
 //! - [`settings`]: `KURZ_*` variables of the worker.
+//! - [`admin`]: the operator's `accounts` and `api-keys` commands.
 //! - [`worker`]: [`Worker::refill_once`], the one step tests call, and the loop around it.
 //! - [`startup`]: [`Application`], the worker with its metrics endpoint, as `run` starts it.
 
+pub mod admin;
 pub mod settings;
 pub mod startup;
 pub mod worker;

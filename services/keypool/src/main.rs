@@ -2,8 +2,10 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use kurz_keypool::admin::{AccountCommand, KeyCommand};
 use kurz_keypool::{Application, RefillOutcome, Settings, Worker};
-use kurz_settings::Source;
+use kurz_repository::PgRepository;
+use kurz_settings::{RedisSettings, Source};
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +28,13 @@ enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Manage accounts (create, list, disable).
+    #[command(subcommand)]
+    Accounts(AccountCommand),
+    /// Manage API keys (create, list, revoke). On a fresh database this makes the first admin
+    /// key: `kurz-keypool api-keys create --account ops --name bootstrap --scope admin`.
+    #[command(subcommand, name = "api-keys")]
+    ApiKeys(KeyCommand),
 }
 
 #[tokio::main]
@@ -39,6 +48,14 @@ async fn main() -> anyhow::Result<()> {
             .context("applying migrations"),
         Command::Refill { count } => refill(&settings, count).await,
         Command::Run => run(&settings).await,
+        Command::Accounts(cmd) => {
+            let (repo, redis) = admin_tools(&settings).await?;
+            kurz_keypool::admin::accounts(&repo, &redis, cmd).await
+        }
+        Command::ApiKeys(cmd) => {
+            let (repo, redis) = admin_tools(&settings).await?;
+            kurz_keypool::admin::keys(&repo, &redis, cmd).await
+        }
     };
     telemetry.shutdown().await;
     result
@@ -50,6 +67,16 @@ async fn run(settings: &Settings) -> anyhow::Result<()> {
     app.run_until_stopped(kurz_telemetry::shutdown_signal())
         .await
         .context("serving metrics")
+}
+
+/// The database (schema checked) and the Redis settings, for announcing revocations.
+async fn admin_tools(settings: &Settings) -> anyhow::Result<(PgRepository, RedisSettings)> {
+    let repo = PgRepository::new(&settings.database, "kurz-admin")?;
+    repo.check_schema()
+        .await
+        .context("checking the database schema")?;
+    let redis = RedisSettings::from_source(&Source::from_env()).context("reading settings")?;
+    Ok((repo, redis))
 }
 
 async fn refill(settings: &Settings, count: Option<u64>) -> anyhow::Result<()> {

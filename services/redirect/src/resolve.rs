@@ -33,6 +33,8 @@ pub enum Resolution {
         expires_at: Option<DateTime<Utc>>,
     },
     Expired,
+    /// An admin disabled the link: 410 with a page saying so.
+    Disabled,
     Missing,
 }
 
@@ -44,6 +46,7 @@ enum Local {
         location: HeaderValue,
         expires_at: Option<DateTime<Utc>>,
     },
+    Disabled,
     Missing,
 }
 
@@ -51,6 +54,7 @@ impl From<CachedLink> for Local {
     fn from(link: CachedLink) -> Self {
         match link {
             CachedLink::Missing => Local::Missing,
+            CachedLink::Disabled => Local::Disabled,
             CachedLink::Found {
                 target_url,
                 expires_at,
@@ -171,6 +175,7 @@ where
             };
         Ok(match entry {
             Local::Missing => Resolution::Missing,
+            Local::Disabled => Resolution::Disabled,
             Local::Found { expires_at, .. } if expires_at.is_some_and(|at| at <= now) => {
                 Resolution::Expired
             }
@@ -203,7 +208,9 @@ where
             Ok(Some(entry)) => {
                 let (counter, result) = match entry {
                     CachedLink::Missing => (&self.lookups.redis_negative, "negative"),
-                    CachedLink::Found { .. } => (&self.lookups.redis_hit, "hit"),
+                    CachedLink::Found { .. } | CachedLink::Disabled => {
+                        (&self.lookups.redis_hit, "hit")
+                    }
                 };
                 lookup(counter, "cache.redis", result);
                 return Ok(entry);
@@ -224,7 +231,7 @@ where
         tokio::spawn(async move {
             let written = match &fill {
                 CachedLink::Missing => cache.put_missing(&code).await,
-                found => cache.put(&code, found).await,
+                other => cache.put(&code, other).await,
             };
             if let Err(e) = written {
                 tracing::debug!(error = %e, "cache fill failed");

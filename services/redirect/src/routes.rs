@@ -68,6 +68,10 @@ pub async fn redirect(
             .insert_header((CACHE_CONTROL, cache_control(state.status, expires_at, now)))
             .finish(),
         Resolution::Expired => small_page(StatusCode::GONE, "This link has expired.\n"),
+        Resolution::Disabled => small_page(
+            StatusCode::GONE,
+            "This link has been disabled by the operators of this service.\n",
+        ),
         Resolution::Missing => not_found(),
     })
 }

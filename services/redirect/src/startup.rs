@@ -43,7 +43,8 @@ impl Application {
             let resolver = resolver.clone();
             let (url, timeout) = (settings.redis.url.clone(), settings.redis.connect_timeout);
             async move {
-                kurz_repository::invalidation::follow(url, timeout, |event| {
+                let channel = kurz_repository::invalidation::CHANNEL;
+                kurz_repository::invalidation::follow(url, timeout, channel, |event| {
                     resolver.invalidate(event)
                 })
                 .await;

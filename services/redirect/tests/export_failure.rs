@@ -36,6 +36,7 @@ async fn a_blackholed_collector_neither_fails_requests_nor_hangs_shutdown() {
     let link = NewLink {
         target_url: "https://example.com/exported".to_owned(),
         expires_at: None,
+        owner_id: None,
     };
     repo.insert_with_alias("exported", &link)
         .await

@@ -1,7 +1,7 @@
 //! The Redis link cache.
 //!
-//! Keys are `kurz:link:{code}`. A value is either `-` (no such link: a negative entry) or
-//! `{expires_at as Unix milliseconds, or nothing}|{target URL}`. A hand-rolled format rather
+//! Keys are `kurz:link:{code}`. A value is `-` (no such link: a negative entry), `!` (the link
+//! is disabled), or `{expires_at as Unix milliseconds, or nothing}|{target URL}`. A hand-rolled format rather
 //! than JSON because it is read on every cache hit of the redirect path and the URL, the only
 //! free-form part, comes last, so it needs no escaping.
 
@@ -23,6 +23,7 @@ use crate::model::CachedLink;
 
 const KEY_PREFIX: &str = "kurz:link:";
 const MISSING: &str = "-";
+const DISABLED: &str = "!";
 
 /// How long entries live.
 #[derive(Debug, Clone, Copy)]
@@ -149,6 +150,18 @@ impl RedisCache {
         self.timeout
     }
 
+    /// Publishes `payload` on a pub/sub channel (see [`crate::invalidation`]).
+    pub async fn publish(&self, channel: &'static str, payload: &str) -> Result<(), CacheError> {
+        self.run("PUBLISH", |mut conn| async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
     /// Samples the pool gauges; called when metrics are scraped.
     pub fn record_gauges(&self) {
         let status = self.pool.status();
@@ -193,6 +206,7 @@ fn key(code: &str) -> String {
 fn encode(link: &CachedLink) -> String {
     match link {
         CachedLink::Missing => MISSING.to_owned(),
+        CachedLink::Disabled => DISABLED.to_owned(),
         CachedLink::Found {
             target_url,
             expires_at,
@@ -206,8 +220,10 @@ fn encode(link: &CachedLink) -> String {
 }
 
 fn decode(value: &str) -> Result<CachedLink, CacheError> {
-    if value == MISSING {
-        return Ok(CachedLink::Missing);
+    match value {
+        MISSING => return Ok(CachedLink::Missing),
+        DISABLED => return Ok(CachedLink::Disabled),
+        _ => {}
     }
     let (expires, target_url) = value.split_once('|').ok_or(CacheError::Corrupt)?;
     let expires_at = if expires.is_empty() {
@@ -251,7 +267,9 @@ impl LinkCache for RedisCache {
     async fn put(&self, code: &str, link: &CachedLink) -> Result<(), CacheError> {
         let ttl = match link {
             CachedLink::Found { expires_at, .. } => found_ttl(self.ttl.found, *expires_at),
-            CachedLink::Missing => self.ttl.missing,
+            // A disabled link is rare and may be enabled again: as briefly as a negative
+            // entry.
+            CachedLink::Missing | CachedLink::Disabled => self.ttl.missing,
         };
         let (key, value) = (key(code), encode(link));
         self.run_shared("SET", |mut conn| async move {
@@ -295,14 +313,7 @@ impl LinkCache for RedisCache {
     }
 
     async fn publish_invalidation(&self, code: &str) -> Result<(), CacheError> {
-        self.run("PUBLISH", |mut conn| async move {
-            redis::cmd("PUBLISH")
-                .arg(crate::invalidation::CHANNEL)
-                .arg(code)
-                .query_async::<()>(&mut conn)
-                .await
-        })
-        .await
+        self.publish(crate::invalidation::CHANNEL, code).await
     }
 
     async fn ping(&self) -> Result<(), CacheError> {
@@ -322,6 +333,7 @@ mod tests {
         let at = DateTime::<Utc>::from_timestamp_millis(1_900_000_000_123).expect("valid");
         for link in [
             CachedLink::Missing,
+            CachedLink::Disabled,
             CachedLink::Found {
                 target_url: "https://example.com/a|b?c=d".into(),
                 expires_at: Some(at),

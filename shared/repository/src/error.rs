@@ -22,6 +22,9 @@ pub enum RepoError {
     /// The code or alias is already taken (issued, or used by a link).
     #[error("the code is already taken")]
     CodeTaken,
+    /// An account with this name exists already.
+    #[error("the name is already taken")]
+    NameTaken,
     /// The database is at an older schema than this binary needs.
     #[error(
         "the database schema is at version {found} but this binary needs version {needed}; \

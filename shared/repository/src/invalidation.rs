@@ -1,8 +1,9 @@
-//! Cross-instance invalidation of in-process link caches over Redis pub/sub.
+//! Cross-instance invalidation of in-process caches over Redis pub/sub.
 //!
 //! The create service publishes a code on [`CHANNEL`] whenever the link behind it changes
-//! (created, deleted); every redirect instance follows the channel and drops that code from
-//! its in-process cache. Pub/sub is at-most-once: a subscriber that was disconnected may have
+//! (created, deleted, disabled); every redirect instance follows the channel and drops that
+//! code from its in-process cache. Likewise for verified API keys on [`AUTH_CHANNEL`]: a
+//! revoked key or a disabled account is dropped by every create instance. Pub/sub is at-most-once: a subscriber that was disconnected may have
 //! missed messages, so it reports [`Invalidation::Resubscribed`] after every (re)subscription
 //! and the cache owner flushes everything. The in-process TTL bounds what a message lost
 //! without a disconnect can cost.
@@ -16,11 +17,14 @@ use secrecy::{ExposeSecret, SecretString};
 
 /// The channel codes are published on.
 pub const CHANNEL: &str = "kurz:invalidate";
+/// The channel changed API keys and accounts are published on: `key:{id}` or `account:{id}`,
+/// never a key or a digest.
+pub const AUTH_CHANNEL: &str = "kurz:invalidate:auth";
 
 /// What a subscriber tells the cache owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalidation {
-    /// The link behind this code changed.
+    /// The thing behind this payload changed (a code, or `key:{id}` on the auth channel).
     Code(String),
     /// Subscribed (again): messages sent while disconnected are lost; forget everything.
     Resubscribed,
@@ -29,20 +33,24 @@ pub enum Invalidation {
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
-/// Follows [`CHANNEL`] until the future is dropped, reconnecting with backoff (100 ms
+/// Follows `channel` until the future is dropped, reconnecting with backoff (100 ms
 /// doubling to 5 s) whenever the subscription breaks. Uses its own connection: a pooled,
 /// multiplexed one must never carry a subscription.
-pub async fn follow<F, Fut>(url: SecretString, connect_timeout: Duration, on_event: F)
-where
+pub async fn follow<F, Fut>(
+    url: SecretString,
+    connect_timeout: Duration,
+    channel: &'static str,
+    on_event: F,
+) where
     F: Fn(Invalidation) -> Fut,
     Fut: Future<Output = ()>,
 {
     let mut retry = FIRST_RETRY;
     loop {
-        match subscribe(&url, connect_timeout).await {
+        match subscribe(&url, connect_timeout, channel).await {
             Ok(pubsub) => {
                 retry = FIRST_RETRY;
-                tracing::debug!("subscribed to cache invalidations");
+                tracing::debug!(channel, "subscribed to cache invalidations");
                 on_event(Invalidation::Resubscribed).await;
                 let mut messages = pubsub.into_on_message();
                 while let Some(message) = messages.next().await {
@@ -66,12 +74,13 @@ where
 async fn subscribe(
     url: &SecretString,
     connect_timeout: Duration,
+    channel: &'static str,
 ) -> redis::RedisResult<redis::aio::PubSub> {
     let connect = async {
         let mut pubsub = redis::Client::open(url.expose_secret())?
             .get_async_pubsub()
             .await?;
-        pubsub.subscribe(CHANNEL).await?;
+        pubsub.subscribe(channel).await?;
         Ok(pubsub)
     };
     tokio::time::timeout(connect_timeout, connect)

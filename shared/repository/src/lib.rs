@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 //! # Layout
-//! - [`model`]: domain types (`Link`, `NewLink`, `CachedLink`).
+//! - [`model`]: domain types (`Link`, `NewLink`, `CachedLink`, `Owner`).
+//! - [`accounts`]: accounts, API keys and scopes, with their SQL.
+//! - [`token`]: the API key format: minting, checksum, digest, display hint.
 //! - [`codes`]: the code alphabet, code checks and random key generation.
 //! - [`error`]: `RepoError` (PostgreSQL) and `CacheError` (Redis); neither knows HTTP.
 //! - [`invalidation`]: cross-instance invalidation of in-process caches over Redis pub/sub.
@@ -11,6 +13,7 @@
 //! - The traits below are what services program against, so a decorator (a circuit breaker,
 //!   a metrics layer) or another backend can stand in without touching a handler.
 
+pub mod accounts;
 pub mod batch;
 pub mod breaker;
 pub mod cache;
@@ -19,13 +22,15 @@ pub mod error;
 pub mod invalidation;
 pub mod model;
 pub mod postgres;
+pub mod token;
 
 use std::future::Future;
 
+pub use accounts::{Account, ApiKey, Credential, NewApiKey, Scope};
 pub use breaker::{Breaker, BreakerState};
 pub use cache::RedisCache;
 pub use error::{CacheError, RepoError};
-pub use model::{CachedLink, CodeSource, IdempotentCreate, Link, NewLink, RefillReport};
+pub use model::{CachedLink, CodeSource, IdempotentCreate, Link, NewLink, Owner, RefillReport};
 pub use postgres::PgRepository;
 
 /// Durable link storage: PostgreSQL, the source of truth.
@@ -59,8 +64,21 @@ pub trait LinkRepository: Send + Sync + 'static {
     /// The live (not deleted) link with this code, expired or not.
     fn find(&self, code: &str) -> impl Future<Output = Result<Option<Link>, RepoError>> + Send;
 
-    /// Deletes a live link; `false` if there was none. The code stays reserved forever.
-    fn delete(&self, code: &str) -> impl Future<Output = Result<bool, RepoError>> + Send;
+    /// Deletes a live link within `owner`'s reach; `false` if there was none. The code stays
+    /// reserved forever.
+    fn delete(
+        &self,
+        code: &str,
+        owner: Owner,
+    ) -> impl Future<Output = Result<bool, RepoError>> + Send;
+
+    /// Disables (`true`) or enables a live link; `None` if there is none. A disabled link
+    /// keeps its code and answers 410.
+    fn set_disabled(
+        &self,
+        code: &str,
+        disabled: bool,
+    ) -> impl Future<Output = Result<Option<Link>, RepoError>> + Send;
 
     /// One cheap round trip, for readiness checks.
     fn ping(&self) -> impl Future<Output = Result<(), RepoError>> + Send;

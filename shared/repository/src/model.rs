@@ -12,6 +12,10 @@ pub struct Link {
     pub target_url: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The account that created it; `None` for an anonymous link.
+    pub owner_id: Option<i64>,
+    /// Set while an admin has disabled it: the redirect answers 410.
+    pub disabled_at: Option<DateTime<Utc>>,
 }
 
 /// What a client asks to store; validated by the create service before it gets here.
@@ -19,6 +23,35 @@ pub struct Link {
 pub struct NewLink {
     pub target_url: String,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The creating key's account; `None` for an anonymous create.
+    pub owner_id: Option<i64>,
+}
+
+/// Whose links an operation may touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// Every account's, and anonymous ones (an admin).
+    Any,
+    /// This account's only.
+    Account(i64),
+}
+
+impl Owner {
+    /// Whether a link with this owner is within reach.
+    pub fn covers(self, owner_id: Option<i64>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Account(id) => owner_id == Some(id),
+        }
+    }
+
+    /// The account to match in SQL; `None` matches any.
+    pub(crate) fn account(self) -> Option<i64> {
+        match self {
+            Self::Any => None,
+            Self::Account(id) => Some(id),
+        }
+    }
 }
 
 /// What the cache holds for a code.
@@ -29,12 +62,17 @@ pub enum CachedLink {
         target_url: String,
         expires_at: Option<DateTime<Utc>>,
     },
+    /// The link exists but an admin disabled it: answered 410.
+    Disabled,
     /// No live link has this code (negative cache entry).
     Missing,
 }
 
 impl From<&Link> for CachedLink {
     fn from(link: &Link) -> Self {
+        if link.disabled_at.is_some() {
+            return Self::Disabled;
+        }
         Self::Found {
             target_url: link.target_url.clone(),
             expires_at: link.expires_at,
@@ -82,4 +120,6 @@ pub enum IdempotentCreate {
     Replayed(Link),
     /// The key was used before with a different request.
     Mismatch,
+    /// Another account holds the key: answered as if nothing were there.
+    HeldByOther,
 }

@@ -11,12 +11,13 @@ use kurz_settings::DatabaseSettings;
 use kurz_telemetry::metrics::names;
 use secrecy::ExposeSecret;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
 use tokio_postgres::{NoTls, Row};
 
 use crate::breaker::Breaker;
 use crate::codes::generate_keys_into;
 use crate::error::RepoError;
-use crate::model::{CodeSource, IdempotentCreate, Link, NewLink, RefillReport};
+use crate::model::{CodeSource, IdempotentCreate, Link, NewLink, Owner, RefillReport};
 use crate::{KeyRepository, LinkRepository};
 
 mod embedded {
@@ -163,7 +164,7 @@ impl PgRepository {
 
     /// A pooled connection; the wait is measured (a wait timeout is counted where pool errors
     /// are classified, `RepoError::from`).
-    async fn connection(&self) -> Result<deadpool_postgres::Object, RepoError> {
+    pub(crate) async fn connection(&self) -> Result<deadpool_postgres::Object, RepoError> {
         let started = Instant::now();
         let connection = self.pool.get().await;
         metrics::histogram!(names::DB_POOL_WAIT).record(started.elapsed());
@@ -201,7 +202,7 @@ impl PgRepository {
     }
 
     /// One request-path call: through the breaker, within the deadline.
-    async fn guarded<T>(
+    pub(crate) async fn guarded<T>(
         &self,
         call: impl Future<Output = Result<T, RepoError>>,
     ) -> Result<T, RepoError> {
@@ -219,7 +220,7 @@ impl PgRepository {
 
     /// A call that is safe to repeat: through the breaker and within the deadline, retried with exponential backoff
     /// and jitter when the connection broke, never when the breaker refused or time ran out.
-    async fn idempotent<T, F, Fut>(&self, mut call: F) -> Result<T, RepoError>
+    pub(crate) async fn idempotent<T, F, Fut>(&self, mut call: F) -> Result<T, RepoError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, RepoError>>,
@@ -317,10 +318,13 @@ impl PgRepository {
         let codes: Vec<&str> = rows.iter().map(|(code, _)| *code).collect();
         let urls: Vec<&str> = rows.iter().map(|(_, l)| l.target_url.as_str()).collect();
         let expiries: Vec<Option<DateTime<Utc>>> = rows.iter().map(|(_, l)| l.expires_at).collect();
+        let owners: Vec<Option<i64>> = rows.iter().map(|(_, l)| l.owner_id).collect();
         self.guarded(async {
             let client = self.connection().await?;
             let stmt = client.prepare_cached(INSERT_MANY).await?;
-            let rows = client.query(&stmt, &[&codes, &urls, &expiries]).await?;
+            let rows = client
+                .query(&stmt, &[&codes, &urls, &expiries, &owners])
+                .await?;
             Ok(rows.iter().map(link_from_row).collect())
         })
         .await
@@ -449,22 +453,24 @@ fn link_from_row(row: &Row) -> Link {
         target_url: row.get("target_url"),
         created_at: row.get("created_at"),
         expires_at: row.get("expires_at"),
+        owner_id: row.get("owner_id"),
+        disabled_at: row.get("disabled_at"),
     }
 }
 
 const INSERT_WITH_KEY: &str = "\
-    INSERT INTO links (code, target_url, expires_at) \
-    VALUES ($1, $2, $3) \
-    RETURNING code, target_url, created_at, expires_at";
+    INSERT INTO links (code, target_url, expires_at, owner_id) \
+    VALUES ($1, $2, $3, $4) \
+    RETURNING code, target_url, created_at, expires_at, owner_id, disabled_at";
 
 const POOL_DEPTH: &str = "SELECT count(*) FROM (SELECT 1 FROM key_pool LIMIT $1) AS head";
 
 // Many links in one statement and one commit (group commit); unnest keeps it one prepared
 // statement whatever the batch size.
 const INSERT_MANY: &str = "\
-    INSERT INTO links (code, target_url, expires_at) \
-    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) \
-    RETURNING code, target_url, created_at, expires_at";
+    INSERT INTO links (code, target_url, expires_at, owner_id) \
+    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int8[]) \
+    RETURNING code, target_url, created_at, expires_at, owner_id, disabled_at";
 
 // One statement, so one round trip and one transaction:
 // - reserve the alias in issued_codes; ON CONFLICT DO NOTHING returns no row when anything
@@ -480,30 +486,40 @@ const INSERT_WITH_ALIAS: &str = "\
     ), unpooled AS ( \
         DELETE FROM key_pool WHERE code IN (SELECT code FROM reserved) \
     ) \
-    INSERT INTO links (code, target_url, expires_at) \
-    SELECT code, $2, $3 FROM reserved \
-    RETURNING code, target_url, created_at, expires_at";
+    INSERT INTO links (code, target_url, expires_at, owner_id) \
+    SELECT code, $2, $3, $4 FROM reserved \
+    RETURNING code, target_url, created_at, expires_at, owner_id, disabled_at";
 
 // ON CONFLICT DO NOTHING waits for a concurrent transaction holding the same key, so exactly
 // one request of a burst of duplicates gets a row back and creates the link.
 const CLAIM_IDEMPOTENCY_KEY: &str = "\
-    INSERT INTO idempotency_keys (key, request) VALUES ($1, $2) \
+    INSERT INTO idempotency_keys (key, request, account_id) VALUES ($1, $2, $3) \
     ON CONFLICT (key) DO NOTHING";
 const RECORD_IDEMPOTENT_LINK: &str = "UPDATE idempotency_keys SET code = $2 WHERE key = $1";
 const FIND_IDEMPOTENT: &str = "\
-    SELECT k.request, l.code, l.target_url, l.created_at, l.expires_at \
+    SELECT k.request, k.account_id, \
+           l.code, l.target_url, l.created_at, l.expires_at, l.owner_id, l.disabled_at \
     FROM idempotency_keys k JOIN links l ON l.code = k.code \
     WHERE k.key = $1";
 const DELETE_OLD_IDEMPOTENCY_KEYS: &str = "\
     DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)";
 
 const FIND_LIVE: &str = "\
-    SELECT code, target_url, created_at, expires_at \
+    SELECT code, target_url, created_at, expires_at, owner_id, disabled_at \
     FROM links WHERE code = $1 AND deleted_at IS NULL";
 
+// $2 is the owner to match, NULL for any owner (an admin). An anonymous link (owner_id NULL)
+// never equals an account, so only an admin deletes it.
 const SOFT_DELETE: &str = "\
     UPDATE links SET deleted_at = now() \
-    WHERE code = $1 AND deleted_at IS NULL";
+    WHERE code = $1 AND deleted_at IS NULL AND ($2::int8 IS NULL OR owner_id = $2)";
+
+// Disabling twice keeps the first time; enabling clears it.
+const SET_DISABLED: &str = "\
+    UPDATE links \
+    SET disabled_at = CASE WHEN $2 THEN coalesce(disabled_at, now()) END \
+    WHERE code = $1 AND deleted_at IS NULL \
+    RETURNING code, target_url, created_at, expires_at, owner_id, disabled_at";
 
 // Claims a batch in one round trip:
 // - FOR UPDATE SKIP LOCKED lets any number of instances claim at once without waiting on, or
@@ -565,7 +581,10 @@ impl LinkRepository for PgRepository {
             let client = self.connection().await?;
             let stmt = client.prepare_cached(INSERT_WITH_KEY).await?;
             let row = client
-                .query_one(&stmt, &[&code, &link.target_url, &link.expires_at])
+                .query_one(
+                    &stmt,
+                    &[&code, &link.target_url, &link.expires_at, &link.owner_id],
+                )
                 .await?;
             Ok(link_from_row(&row))
         })
@@ -583,7 +602,10 @@ impl LinkRepository for PgRepository {
             let client = self.connection().await?;
             let stmt = client.prepare_cached(INSERT_WITH_ALIAS).await?;
             let row = client
-                .query_opt(&stmt, &[&alias, &link.target_url, &link.expires_at])
+                .query_opt(
+                    &stmt,
+                    &[&alias, &link.target_url, &link.expires_at, &link.owner_id],
+                )
                 .await?;
             row.as_ref().map(link_from_row).ok_or(RepoError::CodeTaken)
         })
@@ -607,8 +629,15 @@ impl LinkRepository for PgRepository {
         self.guarded(async {
             let mut client = self.connection().await?;
             let tx = client.transaction().await?;
-            if tx.execute(CLAIM_IDEMPOTENCY_KEY, &[&key, &request]).await? == 0 {
+            let claimed = tx
+                .execute(CLAIM_IDEMPOTENCY_KEY, &[&key, &request, &link.owner_id])
+                .await?;
+            if claimed == 0 {
                 let row = tx.query_one(FIND_IDEMPOTENT, &[&key]).await?;
+                let holder: Option<i64> = row.get("account_id");
+                if holder != link.owner_id {
+                    return Ok(IdempotentCreate::HeldByOther);
+                }
                 let stored: String = row.get("request");
                 return Ok(if stored == request {
                     IdempotentCreate::Replayed(link_from_row(&row))
@@ -622,7 +651,10 @@ impl LinkRepository for PgRepository {
             };
             // Dropping the transaction on an error rolls the key's row back too.
             let row = tx
-                .query_opt(sql, &[&code, &link.target_url, &link.expires_at])
+                .query_opt(
+                    sql,
+                    &[&code, &link.target_url, &link.expires_at, &link.owner_id],
+                )
                 .await?
                 .ok_or(RepoError::CodeTaken)?;
             let created = link_from_row(&row);
@@ -656,12 +688,35 @@ impl LinkRepository for PgRepository {
         fields(otel.kind = "client", db.system = "postgresql"),
         err(level = "warn")
     )]
-    async fn delete(&self, code: &str) -> Result<bool, RepoError> {
+    async fn delete(&self, code: &str, owner: Owner) -> Result<bool, RepoError> {
+        let owner = owner.account();
         // Not retried: a retry after a lost answer would find nothing to delete and say 404.
         self.guarded(async {
             let client = self.connection().await?;
-            let stmt = client.prepare_cached(SOFT_DELETE).await?;
-            Ok(client.execute(&stmt, &[&code]).await? == 1)
+            Ok(client
+                .execute_typed(SOFT_DELETE, &[(&code, Type::TEXT), (&owner, Type::INT8)])
+                .await?
+                == 1)
+        })
+        .await
+    }
+
+    #[tracing::instrument(
+        name = "postgres set_disabled",
+        skip_all,
+        fields(otel.kind = "client", db.system = "postgresql"),
+        err(level = "warn")
+    )]
+    async fn set_disabled(&self, code: &str, disabled: bool) -> Result<Option<Link>, RepoError> {
+        self.guarded(async {
+            let client = self.connection().await?;
+            let row = client
+                .query_typed_opt(
+                    SET_DISABLED,
+                    &[(&code, Type::TEXT), (&disabled, Type::BOOL)],
+                )
+                .await?;
+            Ok(row.as_ref().map(link_from_row))
         })
         .await
     }

@@ -129,13 +129,74 @@ impl TestEnv {
     }
 }
 
+/// An API key made for a test, with its account.
+#[derive(Debug, Clone)]
+pub struct TestKey {
+    pub account_id: i64,
+    pub key_id: i64,
+    /// The key itself, as a client sends it.
+    pub key: String,
+}
+
+impl TestEnv {
+    /// A key holding `scopes` for the account `account` (made if missing), as the operator
+    /// tool makes them. `rate_limit` overrides the per-minute limit (tests that create many
+    /// links pass a high one).
+    pub async fn api_key(
+        &self,
+        account: &str,
+        scopes: &[kurz_repository::Scope],
+        rate_limit: Option<u32>,
+    ) -> TestKey {
+        let repo = self.repository();
+        let account = match repo.account_by_name(account).await.expect("account lookup") {
+            Some(found) => found,
+            None => repo.create_account(account).await.expect("create account"),
+        };
+        let new = kurz_repository::NewApiKey {
+            account_id: account.id,
+            name: "test",
+            scopes,
+            expires_at: None,
+            rate_limit_per_minute: rate_limit,
+        };
+        let (key, minted) = repo
+            .create_api_key(&new)
+            .await
+            .expect("create key")
+            .expect("the account exists");
+        TestKey {
+            account_id: account.id,
+            key_id: key.id,
+            key: minted.expose().to_owned(),
+        }
+    }
+}
+
 /// An HTTP client that does not follow redirects (tests assert on the 3xx itself).
 pub fn http_client() -> reqwest::Client {
+    client_builder()
+        .build()
+        .expect("building the test HTTP client")
+}
+
+/// Like [`http_client`], sending `key` as `Authorization: Bearer` on every request.
+pub fn http_client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+        .expect("a key is a valid header value");
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    client_builder()
+        .default_headers(headers)
+        .build()
+        .expect("building the test HTTP client")
+}
+
+fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .expect("building the test HTTP client")
 }
 
 /// Polls `check` every 20 ms until it holds, for at most 10 s: for effects that land a moment

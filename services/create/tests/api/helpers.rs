@@ -1,6 +1,7 @@
 use kurz_keypool::Worker;
+use kurz_repository::Scope;
 use kurz_settings::Source;
-use kurz_testkit::{RunningApp, TestEnv, http_client};
+use kurz_testkit::{RunningApp, TestEnv, TestKey, http_client_with_key};
 use reqwest::Response;
 use serde_json::Value;
 
@@ -9,7 +10,11 @@ pub struct Stack {
     pub env: TestEnv,
     pub redirect: RunningApp,
     pub creates: Vec<RunningApp>,
+    /// Sends [`Stack::admin`] on every request.
     pub client: reqwest::Client,
+    /// An admin key of the account `ops`, with no practical rate limit, so tests about other
+    /// things are not throttled.
+    pub admin: TestKey,
 }
 
 impl Stack {
@@ -32,12 +37,27 @@ impl Stack {
         for _ in 0..creates {
             apps.push(spawn_create(&env, &redirect, extra).await);
         }
+        let admin = env.api_key("ops", &[Scope::Admin], Some(UNLIMITED)).await;
         Self {
             env,
             redirect,
             creates: apps,
-            client: http_client(),
+            client: http_client_with_key(&admin.key),
+            admin,
         }
+    }
+
+    /// A client of a new key for `account`, with `scopes` and the default rate limit unless
+    /// `rate_limit` says otherwise.
+    pub async fn client_for(
+        &self,
+        account: &str,
+        scopes: &[Scope],
+        rate_limit: Option<u32>,
+    ) -> (TestKey, reqwest::Client) {
+        let key = self.env.api_key(account, scopes, rate_limit).await;
+        let client = http_client_with_key(&key.key);
+        (key, client)
     }
 
     pub fn create(&self) -> &RunningApp {
@@ -109,6 +129,9 @@ pub async fn spawn_create(
         .expect("create starts");
     RunningApp::spawn(app.port(), |shutdown| app.run_until_stopped(shutdown))
 }
+
+/// A per-minute limit no test reaches.
+pub const UNLIMITED: u32 = 1_000_000;
 
 pub async fn worker(env: &TestEnv) -> Worker {
     let source = env

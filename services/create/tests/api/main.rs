@@ -1,6 +1,7 @@
 //! The create API over HTTP, end to end with the redirect service and the key-pool worker,
 //! against real PostgreSQL and Redis.
 
+mod auth;
 mod concurrency;
 mod durability;
 mod fastpath;

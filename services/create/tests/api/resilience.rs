@@ -5,12 +5,15 @@
 use std::time::Duration;
 
 use deadpool_redis::redis;
-use kurz_testkit::{Fault, FaultProxy, RunningApp, ShutdownMode, TestEnv, http_client};
+use kurz_repository::Scope;
+use kurz_testkit::{Fault, FaultProxy, RunningApp, ShutdownMode, TestEnv, http_client_with_key};
 use reqwest::StatusCode;
 use reqwest::header::{LOCATION, RETRY_AFTER};
 use serde_json::{Value, json};
 
-use crate::helpers::{Stack, eventually, post_link, spawn_create, spawn_redirect_with, worker};
+use crate::helpers::{
+    Stack, UNLIMITED, eventually, post_link, spawn_create, spawn_redirect_with, worker,
+};
 
 /// Tight bounds, so faults show within a second: a request-path call gives up after
 /// 300 + 300 + 500 ms, and three availability failures in a row open the breaker for 1 s.
@@ -52,13 +55,14 @@ impl Faulty {
         ]);
         let redirect = spawn_redirect_with(&env, &vars).await;
         let create = spawn_create(&env, &redirect, &vars).await;
+        let admin = env.api_key("ops", &[Scope::Admin], Some(UNLIMITED)).await;
         Self {
             env,
             pg,
             redis,
             redirect,
             create,
-            client: http_client(),
+            client: http_client_with_key(&admin.key),
         }
     }
 

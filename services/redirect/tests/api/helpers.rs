@@ -32,6 +32,7 @@ pub async fn insert(
     let link = NewLink {
         target_url: url.to_owned(),
         expires_at,
+        owner_id: None,
     };
     repo(env)
         .insert_with_alias(code, &link)

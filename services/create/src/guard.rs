@@ -1,0 +1,224 @@
+//! The guard in front of every `/api` request: who is calling, and whether they may call
+//! now.
+//!
+//! In order:
+//! 1. The client IP (the TCP peer, or what trusted proxies say; see `kurz_http::client_ip`).
+//! 2. The credentials the request presents, checked (see [`crate::auth`]). A request that
+//!    sends a key is never treated as anonymous, even with a bad key.
+//! 3. At once, in one round trip to Redis (two commands pipelined on one connection): whether
+//!    the IP has spent its failed-authentication budget, and the caller's rate limit (the key,
+//!    or the IP for anonymous requests). A failed authentication is then counted against the
+//!    IP.
+//! 4. The caller goes into the request's extensions for the handlers' extractors, and every
+//!    response gets the rate-limit headers of the limit that applied.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage as _, ResponseError as _, web};
+use kurz_ratelimit::{Budget, Limit, Limiter, Quota, Store, Verdict as Counted, WindowCounter};
+use kurz_repository::{Credential, RedisCache};
+use kurz_settings::RedisSettings;
+use kurz_settings::TrustedProxies;
+
+use crate::auth::{AuthError, Caller, Presented, Verifier, presented};
+use crate::error::ApiError;
+use crate::routes::State;
+use crate::settings::AccessSettings;
+
+/// Authentication and rate limits, shared by the workers of one instance.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    verifier: Verifier,
+    keys: Limiter,
+    anonymous: Limiter,
+    failures: WindowCounter,
+    access: AccessSettings,
+    trusted: TrustedProxies,
+}
+
+/// The response headers of the limit that applied.
+type Headers = Vec<(&'static str, String)>;
+
+/// What the guard decided for one request.
+enum Verdict {
+    /// Go on, as this caller.
+    Admit(Caller, Headers),
+    /// Answer this error.
+    Refuse(ApiError, Headers),
+}
+
+impl Guard {
+    pub fn new(
+        verifier: Verifier,
+        cache: &RedisCache,
+        redis: &RedisSettings,
+        access: AccessSettings,
+        trusted: TrustedProxies,
+    ) -> Self {
+        // The cache's multiplexed connection: one connection per process on the request path.
+        let store = Store::new(cache.connection_manager(), redis.command_timeout);
+        Self {
+            inner: Arc::new(Inner {
+                verifier,
+                keys: Limiter::new(&store, Limit::ApiKey),
+                anonymous: Limiter::new(&store, Limit::Anonymous),
+                failures: WindowCounter::new(&store, Limit::AuthFailures),
+                access,
+                trusted,
+            }),
+        }
+    }
+
+    async fn decide(&self, request: &ServiceRequest) -> Verdict {
+        let this = &*self.inner;
+        let ip = kurz_http::client_ip::subject(this.client_ip(request));
+        match presented(request.headers()) {
+            // Requests without credentials are anonymous ones, limited per IP whether or not
+            // anonymous creation is on; without it they are then refused. They are not
+            // guesses at a key, so they are not failures.
+            Presented::Nothing => {
+                let quota = Quota::per_minute(this.access.anonymous_rate_limit);
+                match this.limited(&this.anonymous, &ip, &ip, quota).await {
+                    Ok(headers) if this.access.anonymous_create => {
+                        Verdict::Admit(Caller::Anonymous, headers)
+                    }
+                    Ok(headers) => Verdict::Refuse(ApiError::Unauthorized, headers),
+                    Err(refusal) => refusal,
+                }
+            }
+            Presented::Malformed => this.failed(&ip, ApiError::Unauthorized).await,
+            Presented::Key(key) => match this.verifier.verify(key).await {
+                Ok(credential) => {
+                    let quota = Quota::per_minute(this.key_limit(&credential));
+                    let subject = credential.key.id.to_string();
+                    match this.limited(&this.keys, &subject, &ip, quota).await {
+                        Ok(headers) => Verdict::Admit(Caller::Key(credential), headers),
+                        Err(refusal) => refusal,
+                    }
+                }
+                // PostgreSQL could not say: 503, and not the client's failure.
+                Err(e @ AuthError::Repo(_)) => Verdict::Refuse(e.into(), Vec::new()),
+                Err(e) => this.failed(&ip, e.into()).await,
+            },
+        }
+    }
+}
+
+impl Inner {
+    fn key_limit(&self, credential: &Credential) -> u32 {
+        credential
+            .key
+            .rate_limit_per_minute
+            .unwrap_or(self.access.key_rate_limit)
+    }
+
+    fn failure_budget(&self) -> Budget {
+        Budget::per_minute(self.access.auth_failure_limit)
+    }
+
+    /// Takes one request from `subject`'s limit and checks the IP's failure block, at once
+    /// (two commands pipelined on the shared connection: one round trip). `Ok` with the
+    /// limit's headers, or the refusal.
+    async fn limited(
+        &self,
+        limiter: &Limiter,
+        subject: &str,
+        ip: &str,
+        quota: Quota,
+    ) -> Result<Headers, Verdict> {
+        let budget = self.failure_budget();
+        let (blocked, decision) = tokio::join!(
+            self.failures.peek(ip, budget),
+            limiter.check(subject, quota)
+        );
+        if let Some(left) = blocked {
+            return Err(blocked_verdict(budget, left));
+        }
+        let headers = decision.headers();
+        match decision.retry_after {
+            Some(wait) => Err(Verdict::Refuse(
+                ApiError::RateLimited(whole_secs(wait)),
+                headers,
+            )),
+            None => Ok(headers),
+        }
+    }
+
+    /// Counts a failed authentication against the IP: `error`, or 429 once past the budget.
+    async fn failed(&self, ip: &str, error: ApiError) -> Verdict {
+        let counted = self.failures.record(ip, self.failure_budget()).await;
+        let headers = counted.headers();
+        match counted.retry_after {
+            Some(wait) => Verdict::Refuse(ApiError::RateLimited(whole_secs(wait)), headers),
+            None => Verdict::Refuse(error, headers),
+        }
+    }
+
+    fn client_ip(&self, request: &ServiceRequest) -> IpAddr {
+        // actix always knows the peer of a TCP connection; only a test request lacks one.
+        let peer = request
+            .peer_addr()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        kurz_http::client_ip::client_ip(peer, request.headers(), &self.trusted)
+    }
+}
+
+/// The refusal of an IP past its failed-authentication budget, with that budget's headers.
+fn blocked_verdict(budget: Budget, left: Duration) -> Verdict {
+    let spent = Counted {
+        blocked: true,
+        count: u64::from(budget.events()) + 1,
+        budget: budget.events(),
+        window: budget.window(),
+        reset: left,
+        retry_after: Some(left),
+        policy: Limit::AuthFailures,
+        fallback: false,
+    };
+    Verdict::Refuse(ApiError::RateLimited(whole_secs(left)), spent.headers())
+}
+
+/// Whole seconds, rounded up, at least one: `Retry-After: 0` would invite a retry storm.
+fn whole_secs(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
+/// The middleware (`from_fn(guard)`) on the `/api` scope.
+pub async fn guard(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    let Some(state) = request.app_data::<web::Data<State>>().cloned() else {
+        // A wiring mistake, not a client's: refuse rather than let the request through.
+        let response = request.into_response(ApiError::Unauthorized.error_response());
+        return Ok(response.map_into_right_body());
+    };
+    let (mut response, headers) = match state.guard.decide(&request).await {
+        Verdict::Admit(caller, headers) => {
+            request.extensions_mut().insert(caller);
+            (next.call(request).await?.map_into_left_body(), headers)
+        }
+        Verdict::Refuse(error, headers) => {
+            let response = request.into_response(error.error_response());
+            (response.map_into_right_body(), headers)
+        }
+    };
+    let map = response.headers_mut();
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            map.insert(HeaderName::from_static(name), value);
+        }
+    }
+    Ok(response)
+}
