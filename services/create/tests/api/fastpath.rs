@@ -169,3 +169,71 @@ async fn concurrent_requests_for_an_uncached_code_cost_one_postgresql_lookup_per
         "one lookup per instance for 200 concurrent requests"
     );
 }
+
+#[tokio::test]
+async fn a_disabled_link_is_410_on_every_redirect_instance_within_a_second_until_enabled() {
+    let stack = Stack::start(1, 100).await;
+    let first = spawn_redirect_with(&stack.env, &LONG_LOCAL_TTL).await;
+    let second = spawn_redirect_with(&stack.env, &LONG_LOCAL_TTL).await;
+    let created: Value = stack.create_link("https://example.com/abuse").await;
+    let code = created["code"].as_str().expect("code");
+    let client = http_client();
+    // Both instances hold the link in memory, for ten minutes.
+    for app in [&first, &second] {
+        assert_eq!(location(&client, app, code).await.0, StatusCode::FOUND);
+    }
+    let admin = |action: &str| {
+        stack
+            .client
+            .post(
+                stack
+                    .create()
+                    .url(&format!("/api/v1/links/{code}/{action}")),
+            )
+            .send()
+    };
+
+    let disabled = admin("disable").await.expect("disable");
+    let at = std::time::Instant::now();
+
+    assert_eq!(disabled.status(), StatusCode::OK);
+    assert_eq!(
+        disabled.json::<Value>().await.expect("json")["disabled"],
+        true
+    );
+    for app in [&first, &second] {
+        eventually("the link answers 410", || async {
+            location(&client, app, code).await.0 == StatusCode::GONE
+        })
+        .await;
+    }
+    assert!(
+        at.elapsed() < std::time::Duration::from_secs(1),
+        "took {:?}",
+        at.elapsed()
+    );
+    let page = client
+        .get(first.url(&format!("/{code}")))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert!(page.contains("disabled"), "{page}");
+    // The code stays reserved: the alias cannot be taken again.
+    let reuse = stack
+        .post(&serde_json::json!({ "url": "https://example.com/", "alias": code }))
+        .await;
+    assert_eq!(reuse.status(), StatusCode::CONFLICT);
+
+    let enabled = admin("enable").await.expect("enable");
+
+    assert_eq!(enabled.status(), StatusCode::OK);
+    for app in [&first, &second] {
+        eventually("the link redirects again", || async {
+            location(&client, app, code).await.0 == StatusCode::FOUND
+        })
+        .await;
+    }
+}

@@ -11,5 +11,6 @@ mod idempotency;
 mod keys;
 mod links;
 mod metrics;
+mod ratelimit;
 mod resilience;
 mod validation;

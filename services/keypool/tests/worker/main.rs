@@ -6,6 +6,8 @@ use kurz_keypool::{RefillOutcome, Settings, Worker};
 use kurz_repository::{KeyRepository, RepoError};
 use kurz_testkit::TestEnv;
 
+mod admin;
+
 async fn worker(env: &TestEnv, low: u64, high: u64) -> Worker {
     let source = env
         .source()
