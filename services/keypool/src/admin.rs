@@ -69,6 +69,9 @@ pub struct CreateKey {
     /// Requests a minute for this key (default: the service's KURZ_RATE_LIMIT_PER_MINUTE).
     #[arg(long)]
     pub rate_limit: Option<u32>,
+    /// Revoke the account's other active keys of the same name first (key rotation).
+    #[arg(long)]
+    pub replace: bool,
 }
 
 /// Runs an `accounts` command.
@@ -126,7 +129,7 @@ pub async fn keys(
     cmd: KeyCommand,
 ) -> anyhow::Result<()> {
     match cmd {
-        KeyCommand::Create(args) => create_key(repo, args).await,
+        KeyCommand::Create(args) => create_key(repo, redis, args).await,
         KeyCommand::List { account } => {
             let account_id = match account {
                 Some(a) => Some(find_account(repo, &a).await?.id),
@@ -147,7 +150,11 @@ pub async fn keys(
     }
 }
 
-async fn create_key(repo: &PgRepository, args: CreateKey) -> anyhow::Result<()> {
+async fn create_key(
+    repo: &PgRepository,
+    redis: &RedisSettings,
+    args: CreateKey,
+) -> anyhow::Result<()> {
     if !is_valid_name(&args.name) {
         bail!("a key name is 1 to 100 characters, without control characters");
     }
@@ -160,6 +167,14 @@ async fn create_key(repo: &PgRepository, args: CreateKey) -> anyhow::Result<()> 
         bail!("--rate-limit must be at least 1");
     }
     let account = find_account(repo, &args.account).await?;
+    if args.replace {
+        let keys = repo.api_keys(Some(account.id)).await.context("listing keys")?;
+        for old in keys.iter().filter(|k| k.name == args.name && k.revoked_at.is_none()) {
+            repo.revoke_api_key(old.id).await.context("revoking the old key")?;
+            announce(redis, &format!("key:{}", old.id)).await;
+            eprintln!("revoked key {} ({}), which this one replaces", old.id, old.hint);
+        }
+    }
     let new = NewApiKey {
         account_id: account.id,
         name: &args.name,
