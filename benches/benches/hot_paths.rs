@@ -9,11 +9,13 @@ use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use kurz_create::routes::CreateLink;
 use kurz_create::validate::{UrlPolicy, check_alias, parse_expires_at};
+use kurz_ratelimit::Store;
 use kurz_redirect::resolve::Resolver;
 use kurz_redirect::routes::{State, redirect};
+use kurz_redirect::scan::ScanGuard;
 use kurz_repository::codes::is_well_formed;
 use kurz_repository::{CachedLink, PgRepository, RedisCache};
-use kurz_settings::{DatabaseSettings, RedisSettings, Source};
+use kurz_settings::{DatabaseSettings, RedisSettings, Source, TrustedProxies};
 
 const TARGET: &str =
     "https://www.example.com/articles/2026/11/a-long-article-title?utm_source=kurz&utm_medium=link";
@@ -88,6 +90,14 @@ fn redirect_hit(c: &mut Criterion) {
         };
         let cache = RedisCache::new(&RedisSettings::from_source(&source).expect("settings"), ttl)
             .expect("pool");
+        // Scan resistance on, as in production; nobody is blocked, so a hit pays its fast path.
+        let limits = Store::new(cache.connection_manager(), cache.command_timeout());
+        let scan = ScanGuard::new(
+            &limits,
+            100,
+            Duration::from_secs(60),
+            TrustedProxies::default(),
+        );
         let resolver = Resolver::new(repo, cache, Duration::from_secs(3_600), 100_000);
         let entry = CachedLink::Found {
             target_url: TARGET.to_owned(),
@@ -97,6 +107,7 @@ fn redirect_hit(c: &mut Criterion) {
         web::Data::new(State {
             resolver,
             status: StatusCode::FOUND,
+            scan,
         })
     });
     // The request is built once: what is measured is the handler, not the test helper.

@@ -2,19 +2,23 @@
 
 use actix_web::http::Method;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION};
+use std::time::Duration;
+
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use kurz_repository::{LinkCache, LinkRepository, PgRepository, RedisCache};
 
 use crate::error::RedirectError;
 use crate::resolve::{Resolution, Resolver};
+use crate::scan::ScanGuard;
 
 /// Everything a request needs, shared by all workers.
 #[derive(Debug)]
 pub struct State {
     pub resolver: Resolver<PgRepository, RedisCache>,
     pub status: StatusCode,
+    pub scan: ScanGuard,
 }
 
 /// How long a browser may reuse a temporary redirect: 90 s, as the largest shorteners do, so
@@ -57,6 +61,9 @@ pub async fn redirect(
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return Ok(not_found());
     }
+    if let Some(retry) = state.scan.blocked(&request) {
+        return Ok(too_many_requests(retry));
+    }
     let code = request.path().strip_prefix('/').unwrap_or_default();
     let now = Utc::now();
     Ok(match state.resolver.resolve(code, now).await? {
@@ -72,13 +79,28 @@ pub async fn redirect(
             StatusCode::GONE,
             "This link has been disabled by the operators of this service.\n",
         ),
-        Resolution::Missing => not_found(),
+        Resolution::Missing => match state.scan.missed(&request, code).await {
+            Some(retry) => too_many_requests(retry),
+            None => not_found(),
+        },
     })
 }
 
 /// Unknown routes (`/a/b`, `/`) are just unknown links to a browser.
 fn not_found() -> HttpResponse {
     small_page(StatusCode::NOT_FOUND, "No link has this code.\n")
+}
+
+/// A client past its scan budget (see `scan`): the same answer for every code, live or not.
+fn too_many_requests(retry: Duration) -> HttpResponse {
+    let mut response = small_page(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many requests for unknown links; please retry later.\n",
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(retry.as_secs().max(1)));
+    response
 }
 
 fn small_page(status: StatusCode, text: &'static str) -> HttpResponse {

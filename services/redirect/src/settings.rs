@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use kurz_repository::cache::CacheTtl;
 use kurz_settings::{
     DatabaseSettings, HttpSettings, RedisSettings, SettingsError, Source, TelemetrySettings,
-    positive_millis, positive_secs,
+    in_range, positive_millis, positive_secs,
 };
 use serde::Deserialize;
 
@@ -41,6 +41,15 @@ pub struct RedirectSettings {
     pub local_cache_ttl: Duration,
     /// `KURZ_LOCAL_CACHE_CAPACITY`: answers kept in memory (default 100,000, tens of MB).
     pub local_cache_capacity: u64,
+    /// `KURZ_SCAN_BUDGET`: lookups of codes that do not exist one client IP may make per
+    /// window, across every instance (default 100, 0 to 1,000,000); past it the IP gets 429
+    /// for every code until its window ends. 0 switches scan resistance off, for a
+    /// deployment whose clients all arrive from a few addresses it cannot tell apart (no
+    /// `KURZ_TRUSTED_PROXIES` for its balancer).
+    pub scan_budget: u32,
+    /// `KURZ_SCAN_WINDOW_SECS`: the window of `KURZ_SCAN_BUDGET`, starting at an IP's first
+    /// miss (default 60 s, at least 1, at most 86,400).
+    pub scan_window: Duration,
 }
 
 impl RedirectSettings {
@@ -60,6 +69,8 @@ struct Vars {
     negative_cache_ttl_secs: Option<u64>,
     local_cache_ttl_ms: Option<u64>,
     local_cache_capacity: Option<u64>,
+    scan_budget: Option<u32>,
+    scan_window_secs: Option<u64>,
 }
 
 impl Settings {
@@ -94,6 +105,16 @@ impl Settings {
                     vars.local_cache_ttl_ms.unwrap_or(5_000),
                 )?,
                 local_cache_capacity: vars.local_cache_capacity.unwrap_or(100_000),
+                scan_budget: in_range(
+                    "KURZ_SCAN_BUDGET",
+                    vars.scan_budget.unwrap_or(100),
+                    0..=1_000_000,
+                )?,
+                scan_window: Duration::from_secs(in_range(
+                    "KURZ_SCAN_WINDOW_SECS",
+                    vars.scan_window_secs.unwrap_or(60),
+                    1..=86_400,
+                )?),
             },
         })
     }
@@ -108,6 +129,29 @@ mod tests {
         let s = Settings::from_source(&Source::default()).expect("valid");
         assert_eq!(s.redirect.status, StatusCode::FOUND);
         assert_eq!(s.http.listen.port(), 8080);
+    }
+
+    #[test]
+    fn scan_resistance_allows_100_misses_a_minute_by_default() {
+        let s = Settings::from_source(&Source::default()).expect("valid");
+        assert_eq!(s.redirect.scan_budget, 100);
+        assert_eq!(s.redirect.scan_window, Duration::from_secs(60));
+        assert!(s.http.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn a_scan_budget_of_zero_is_accepted_and_a_zero_window_is_not() {
+        let off = Settings::from_source(&Source::from_vars([("KURZ_SCAN_BUDGET", "0")]));
+        assert_eq!(off.expect("valid").redirect.scan_budget, 0);
+        for (var, value) in [
+            ("KURZ_SCAN_WINDOW_SECS", "0"),
+            ("KURZ_SCAN_WINDOW_SECS", "86401"),
+            ("KURZ_SCAN_BUDGET", "1000001"),
+        ] {
+            let err =
+                Settings::from_source(&Source::from_vars([(var, value)])).expect_err("must fail");
+            assert!(err.to_string().contains(var), "{err}");
+        }
     }
 
     #[test]

@@ -7,10 +7,12 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
+use kurz_ratelimit::Store;
 use kurz_repository::{PgRepository, RedisCache};
 
 use crate::resolve::Resolver;
 use crate::routes::{self, State};
+use crate::scan::ScanGuard;
 use crate::settings::Settings;
 
 /// The redirect service, bound to its port and ready to run.
@@ -33,6 +35,14 @@ impl Application {
             .await
             .context("checking the database schema")?;
         let cache = RedisCache::new(&settings.redis, settings.redirect.cache_ttl())?;
+        // The rate limits share the cache's connection and budget: one hot-path connection.
+        let limits = Store::new(cache.connection_manager(), cache.command_timeout());
+        let scan = ScanGuard::new(
+            &limits,
+            settings.redirect.scan_budget,
+            settings.redirect.scan_window,
+            settings.http.trusted_proxies.clone(),
+        );
         let resolver = Resolver::new(
             repo,
             cache,
@@ -53,6 +63,7 @@ impl Application {
         let state = web::Data::new(State {
             resolver,
             status: settings.redirect.status,
+            scan,
         });
         let listener = TcpListener::bind(settings.http.listen)
             .with_context(|| format!("binding {}", settings.http.listen))?;

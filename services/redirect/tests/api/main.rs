@@ -4,3 +4,4 @@ mod helpers;
 mod metrics;
 mod redirect;
 mod resilience;
+mod scan;
