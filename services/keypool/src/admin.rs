@@ -168,11 +168,22 @@ async fn create_key(
     }
     let account = find_account(repo, &args.account).await?;
     if args.replace {
-        let keys = repo.api_keys(Some(account.id)).await.context("listing keys")?;
-        for old in keys.iter().filter(|k| k.name == args.name && k.revoked_at.is_none()) {
-            repo.revoke_api_key(old.id).await.context("revoking the old key")?;
+        let keys = repo
+            .api_keys(Some(account.id))
+            .await
+            .context("listing keys")?;
+        for old in keys
+            .iter()
+            .filter(|k| k.name == args.name && k.revoked_at.is_none())
+        {
+            repo.revoke_api_key(old.id)
+                .await
+                .context("revoking the old key")?;
             announce(redis, &format!("key:{}", old.id)).await;
-            eprintln!("revoked key {} ({}), which this one replaces", old.id, old.hint);
+            eprintln!(
+                "revoked key {} ({}), which this one replaces",
+                old.id, old.hint
+            );
         }
     }
     let new = NewApiKey {
