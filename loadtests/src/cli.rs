@@ -1,10 +1,13 @@
 //! The command line. `kurz-load [RUN FLAGS]` runs a load test; `kurz-load seed ...` creates links.
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
+
+use crate::api_key::{self, ApiKey, ApiKeyError, ApiKeyParser};
 
 /// kurz-load: a load generator for Kurz's redirect and create services (loopback targets only).
 #[derive(Debug, Parser)]
@@ -14,6 +17,19 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+impl Cli {
+    /// Fills the running command's `--api-key` from `env`, the value of `KURZ_LOAD_API_KEY`,
+    /// when the flag was not given (see [`api_key::resolve`]).
+    pub fn api_key_from_env(&mut self, env: Option<&OsStr>) -> Result<(), ApiKeyError> {
+        let slot = match &mut self.command {
+            Some(Command::Seed(seed)) => &mut seed.api_key,
+            None => &mut self.run.api_key,
+        };
+        *slot = api_key::resolve(slot.take(), env)?;
+        Ok(())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,6 +61,12 @@ pub struct RunArgs {
     /// The create API (POST /api/v1/links); loopback only.
     #[arg(long, default_value = "http://127.0.0.1:8081")]
     pub create_target: String,
+
+    /// API key sent as `Authorization: Bearer` with every create; never printed. Prefer the
+    /// environment variable KURZ_LOAD_API_KEY, read when this flag is absent: a flag shows in
+    /// `ps`.
+    #[arg(long, value_name = "KEY", value_parser = ApiKeyParser)]
+    pub api_key: Option<ApiKey>,
 
     /// Concurrent workers, each with its own persistent connection (per target in `mixed`).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -109,6 +131,12 @@ pub struct SeedArgs {
     /// The create API; loopback only.
     #[arg(long, default_value = "http://127.0.0.1:8081")]
     pub create_target: String,
+
+    /// API key sent as `Authorization: Bearer` with every create; never printed. Prefer the
+    /// environment variable KURZ_LOAD_API_KEY, read when this flag is absent: a flag shows in
+    /// `ps`.
+    #[arg(long, value_name = "KEY", value_parser = ApiKeyParser)]
+    pub api_key: Option<ApiKey>,
 
     /// Where to write the codes, one per line.
     #[arg(long)]

@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! - [`cli`]: the command line (clap derive), duration and rate parsers.
+//! - [`api_key`]: `--api-key` and `KURZ_LOAD_API_KEY`, a header value that no output shows.
 //! - [`target`]: turns a `--target` URL into a loopback socket address, refusing anything else.
 //! - [`codes`]: reads the code list and makes random codes for `redirect-miss`.
 //! - [`zipf`]: draws hot-code ranks from a Zipf distribution.
@@ -19,6 +20,7 @@
 //! `anyhow` appears only in [`runner`], [`seed`] and `main`, the edges that orchestrate a run; the
 //! checks that a test exercises return their own error types.
 
+pub mod api_key;
 pub mod cli;
 pub mod client;
 pub mod codes;

@@ -2,10 +2,12 @@
 
 use anyhow::Context;
 use clap::Parser;
+use kurz_loadtests::api_key::API_KEY_ENV;
 use kurz_loadtests::{Cli, Command};
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.api_key_from_env(std::env::var_os(API_KEY_ENV).as_deref())?;
     let threads = match &cli.command {
         Some(Command::Seed(seed)) => seed.threads,
         None => cli.run.threads,
