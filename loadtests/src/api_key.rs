@@ -33,7 +33,8 @@ impl ApiKey {
     /// and builds its header value. `from` names where the key came from, for the error.
     pub fn new(key: &str, from: &'static str) -> Result<Self, ApiKeyError> {
         let key = key.trim();
-        let ok = (1..=MAX_KEY_LEN).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
+        let ok =
+            (1..=MAX_KEY_LEN).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
         let header = ok
             .then(|| HeaderValue::try_from(format!("Bearer {key}")).ok())
             .flatten();
@@ -97,7 +98,8 @@ impl TypedValueParser for ApiKeyParser {
             .to_str()
             .ok_or(ApiKeyError { from: FLAG })
             .and_then(|text| ApiKey::new(text, FLAG));
-        parsed.map_err(|e| clap::Error::raw(ErrorKind::InvalidValue, format!("{e}\n")).with_cmd(cmd))
+        parsed
+            .map_err(|e| clap::Error::raw(ErrorKind::InvalidValue, format!("{e}\n")).with_cmd(cmd))
     }
 }
 
@@ -125,8 +127,17 @@ mod tests {
         let key = cli.run.api_key.as_ref().expect("key parsed");
         assert_eq!(key.authorization(), &format!("Bearer {KEY}"));
         assert!(!format!("{cli:?}").contains(KEY));
-        let cli = Cli::try_parse_from(["kurz-load", "seed", "--count", "1", "--out", "c", "--api-key", KEY])
-            .expect("valid flags");
+        let cli = Cli::try_parse_from([
+            "kurz-load",
+            "seed",
+            "--count",
+            "1",
+            "--out",
+            "c",
+            "--api-key",
+            KEY,
+        ])
+        .expect("valid flags");
         assert!(matches!(cli.command, Some(Command::Seed(ref s)) if s.api_key.is_some()));
     }
 
@@ -146,7 +157,11 @@ mod tests {
         assert_eq!(chosen.expect("a key").authorization(), "Bearer from_flag");
         let chosen = resolve(None, Some(OsStr::new("from_env"))).expect("valid");
         assert_eq!(chosen.expect("a key").authorization(), "Bearer from_env");
-        assert!(resolve(None, Some(OsStr::new(""))).expect("valid").is_none());
+        assert!(
+            resolve(None, Some(OsStr::new("")))
+                .expect("valid")
+                .is_none()
+        );
         assert!(resolve(None, None).expect("valid").is_none());
     }
 

@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
+use crate::api_key::ApiKey;
 use crate::target::Target;
 
 /// Why a request got no HTTP response.
@@ -50,6 +51,8 @@ pub struct Reply {
 pub struct Connection {
     target: Target,
     timeout: Duration,
+    /// Sent with every request on this connection: a key belongs to its target.
+    api_key: Option<ApiKey>,
     open: Option<Open>,
 }
 
@@ -58,8 +61,16 @@ impl Connection {
         Self {
             target,
             timeout,
+            api_key: None,
             open: None,
         }
+    }
+
+    /// Sends `Authorization: Bearer <key>` with every request, when there is a key.
+    #[must_use]
+    pub fn with_api_key(mut self, api_key: Option<ApiKey>) -> Self {
+        self.api_key = api_key;
+        self
     }
 
     /// Sends a GET for `path`.
@@ -92,6 +103,10 @@ impl Connection {
         *request.uri_mut() = Uri::from(path);
         let headers = request.headers_mut();
         headers.insert(header::HOST, self.target.host_header.clone());
+        if let Some(key) = &self.api_key {
+            // A reference count on the value built once, not a copy of the key.
+            headers.insert(header::AUTHORIZATION, key.authorization().clone());
+        }
         if has_body {
             headers.insert(
                 header::CONTENT_TYPE,
@@ -177,5 +192,38 @@ impl Drop for Open {
     /// Closes the socket now, even if a request that timed out is still in flight on it.
     fn drop(&mut self) {
         self.driver.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::parse_target;
+
+    fn connection() -> Connection {
+        let target = parse_target("http://127.0.0.1:8081").expect("loopback target");
+        Connection::new(target, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn a_connection_with_a_key_sends_it_as_a_sensitive_bearer_header() {
+        // Arrange
+        let key = ApiKey::new("kurz_test_key", "test").expect("valid key");
+        let with_key = connection().with_api_key(Some(key));
+        let path = PathAndQuery::from_static("/api/v1/links");
+
+        // Act
+        let request = with_key.request(Method::POST, path.clone(), Some(Bytes::new()));
+        let anonymous = connection().request(Method::POST, path, Some(Bytes::new()));
+
+        // Assert
+        let sent = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .expect("header sent");
+        assert_eq!(sent, "Bearer kurz_test_key");
+        assert!(sent.is_sensitive());
+        assert!(anonymous.headers().get(header::AUTHORIZATION).is_none());
+        assert!(!format!("{with_key:?}").contains("kurz_test_key"));
     }
 }

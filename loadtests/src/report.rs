@@ -30,6 +30,8 @@ pub struct Settings {
     pub scenario: Scenario,
     pub target: Option<String>,
     pub create_target: Option<String>,
+    /// Whether creates carried an API key (`--api-key`); the key itself is never written.
+    pub api_key: bool,
     pub connections: u32,
     /// Open mode only: requests per second, over all connections.
     pub rate: Option<f64>,
@@ -160,10 +162,11 @@ impl Report {
             .collect();
         writeln!(
             out,
-            "kurz-load: {}, {mode}, {} connections, {}",
+            "kurz-load: {}, {mode}, {} connections, {}{}",
             scenario_name(s.scenario),
             s.connections,
-            targets.join(" + ")
+            targets.join(" + "),
+            if s.api_key { ", with an API key" } else { "" }
         )?;
         writeln!(
             out,

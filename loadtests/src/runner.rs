@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use rand::RngExt;
 use tokio::sync::{Mutex, mpsc};
 
+use crate::api_key::ApiKey;
 use crate::cli::{Mode, RunArgs};
 use crate::client::{Connection, TransportError};
 use crate::codes::load_codes;
@@ -70,6 +71,8 @@ pub struct RunPlan {
     settings: Settings,
     redirect: Option<Target>,
     create: Option<Target>,
+    /// Sent with every create, when given.
+    api_key: Option<ApiKey>,
     workload: Workload,
     timing: Timing,
     timeout: Duration,
@@ -109,6 +112,7 @@ impl RunPlan {
             scenario: args.scenario,
             target: uses_redirect.then(|| args.target.clone()),
             create_target: uses_create.then(|| args.create_target.clone()),
+            api_key: uses_create && args.api_key.is_some(),
             connections: args.connections,
             rate: args.rate,
             duration_s: args.duration.as_secs_f64(),
@@ -130,6 +134,7 @@ impl RunPlan {
         Ok(Self {
             redirect: uses_redirect.then_some(redirect),
             create: uses_create.then_some(create),
+            api_key: args.api_key.clone(),
             workload,
             timing: Timing {
                 mode: args.mode,
@@ -174,7 +179,7 @@ pub async fn run(plan: RunPlan) -> Report {
             create: plan
                 .create
                 .clone()
-                .map(|t| Connection::new(t, plan.timeout)),
+                .map(|t| Connection::new(t, plan.timeout).with_api_key(plan.api_key.clone())),
             recorder: Recorder::new(shared.measure_start, timing.duration),
             shared: shared.clone(),
         })

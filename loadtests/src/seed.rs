@@ -18,6 +18,7 @@ use hyper::http::uri::PathAndQuery;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use crate::api_key::ApiKey;
 use crate::cli::SeedArgs;
 use crate::client::{Connection, Reply};
 use crate::codes::is_code;
@@ -33,6 +34,7 @@ pub async fn run_seed(args: SeedArgs) -> anyhow::Result<u64> {
     let run_id = args.run_id.clone().unwrap_or_else(new_run_id);
     let job = Arc::new(Job {
         target,
+        api_key: args.api_key.clone(),
         timeout: args.timeout,
         count: args.count,
         run_id,
@@ -67,6 +69,7 @@ pub async fn run_seed(args: SeedArgs) -> anyhow::Result<u64> {
 #[derive(Debug)]
 struct Job {
     target: Target,
+    api_key: Option<ApiKey>,
     timeout: Duration,
     count: u64,
     run_id: String,
@@ -78,7 +81,8 @@ struct Job {
 
 /// Takes indices until they run out or a request fails; returns `(index, code)` pairs.
 async fn seed_worker(job: Arc<Job>) -> Vec<(u64, String)> {
-    let mut connection = Connection::new(job.target.clone(), job.timeout);
+    let mut connection =
+        Connection::new(job.target.clone(), job.timeout).with_api_key(job.api_key.clone());
     let mut created = Vec::new();
     while !job.stop.load(Ordering::Relaxed) {
         let index = job.next.fetch_add(1, Ordering::Relaxed);

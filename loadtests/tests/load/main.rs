@@ -177,9 +177,15 @@ async fn open_mode_sends_what_the_schedule_says() {
 async fn open_mode_charges_a_server_stall_to_the_requests_due_during_it() {
     // Arrange: the server holds every answer for 300 ms, starting 500 ms into the run.
     let stall = Some((Duration::from_millis(500), Duration::from_millis(300)));
-    let sink = spawn_sink("127.0.0.1:0", SinkOptions { stall })
-        .await
-        .expect("sink starts");
+    let sink = spawn_sink(
+        "127.0.0.1:0",
+        SinkOptions {
+            stall,
+            ..SinkOptions::default()
+        },
+    )
+    .await
+    .expect("sink starts");
     let url = sink.url();
     let args = run_args(&[
         "--mode",
@@ -250,6 +256,61 @@ async fn seed_writes_the_codes_of_created_links() {
     assert_eq!(unique.len(), 100);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_carry_the_api_key_and_no_output_shows_it() {
+    // Arrange: a sink that answers 401 to creates without this key.
+    const KEY: &str = "kurz_load_test_key_0123456789";
+    let options = SinkOptions {
+        api_key: Some(KEY),
+        ..SinkOptions::default()
+    };
+    let sink = spawn_sink("127.0.0.1:0", options)
+        .await
+        .expect("sink starts");
+    let dir = TempDir::new().expect("temp dir");
+    let json = dir.path().join("c.json");
+    let (url, json_arg) = (sink.url(), json.display().to_string());
+    let mut cli = Cli::try_parse_from([
+        "kurz-load",
+        "--scenario",
+        "create",
+        "--create-target",
+        &url,
+        "--connections",
+        "2",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "0s",
+        "--out-json",
+        &json_arg,
+    ])
+    .expect("valid flags");
+    // As if KURZ_LOAD_API_KEY were set: the key is not on the command line.
+    cli.api_key_from_env(Some(std::ffi::OsStr::new(KEY)))
+        .expect("valid key");
+
+    // Act
+    let report = kurz_loadtests::run_and_report(cli.run)
+        .await
+        .expect("run succeeds");
+
+    // Assert: every create was let in, and neither the summary nor the JSON has the key.
+    let summary = &report.summary;
+    assert!(summary.responses > 10, "{} responses", summary.responses);
+    assert_eq!(summary.status_counts.get(&201), Some(&summary.responses));
+    let mut printed = Vec::new();
+    report.print(&mut printed).expect("summary printed");
+    let printed = String::from_utf8(printed).expect("UTF-8 summary");
+    assert!(printed.contains("with an API key"), "{printed}");
+    let written = std::fs::read_to_string(&json).expect("JSON report written");
+    assert_eq!(
+        read_json(&json).pointer("/settings/api_key"),
+        Some(&Value::Bool(true))
+    );
+    assert!(!printed.contains(KEY) && !written.contains(KEY));
+}
+
 #[tokio::test]
 async fn seeding_a_server_that_is_not_there_fails() {
     // Arrange: a port that was just free, so nothing listens on it.
@@ -262,6 +323,7 @@ async fn seeding_a_server_that_is_not_there_fails() {
         count: 5,
         create_target: format!("http://127.0.0.1:{port}"),
         out: dir.path().join("codes.txt"),
+        api_key: None,
         concurrency: 2,
         timeout: Duration::from_secs(2),
         run_id: None,

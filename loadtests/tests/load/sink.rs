@@ -1,5 +1,5 @@
 //! A tiny in-process stand-in for Kurz: `GET /{anything}` answers 302, `POST /api/v1/links`
-//! answers 201 with a new code. Shared by the integration tests and `examples/sink_server.rs`,
+//! answers 201 with a new code (or 401 without the key, if it requires one). Shared by the integration tests and `examples/sink_server.rs`,
 //! each of which uses part of it.
 #![allow(dead_code)]
 
@@ -22,6 +22,8 @@ pub struct SinkOptions {
     /// Hold every response due between `after` and `after + length` (from the start) until the
     /// end of that window, like a server stalled by a pause.
     pub stall: Option<(Duration, Duration)>,
+    /// Answer creates 401 unless they send `Authorization: Bearer <this key>`, as Kurz does.
+    pub api_key: Option<&'static str>,
 }
 
 #[derive(Debug)]
@@ -94,10 +96,16 @@ async fn answer(
         }
     }
     let is_create = request.method() == Method::POST && request.uri().path() == "/api/v1/links";
+    let authorized = state.options.api_key.is_none_or(|key| {
+        let sent = request.headers().get(header::AUTHORIZATION);
+        sent.is_some_and(|value| value.as_bytes() == format!("Bearer {key}").as_bytes())
+    });
     // Reading the body to its end keeps the connection usable for the next request.
     request.into_body().collect().await?;
     let mut response = Response::new(Full::new(Bytes::new()));
-    if is_create {
+    if is_create && !authorized {
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+    } else if is_create {
         let n = state.created.fetch_add(1, Ordering::Relaxed);
         let code = format!("s{n:06}");
         let body = format!(
