@@ -21,7 +21,9 @@ pub enum ValidationError {
     UrlTooLong(usize),
     #[error("the url scheme `{0}` is not allowed: use http or https")]
     UnsupportedScheme(String),
-    #[error("the url contains control, whitespace or invisible characters")]
+    #[error(
+        "the url contains control characters, whitespace other than spaces, or invisible characters"
+    )]
     UrlInvalidCharacters,
     #[error("the url must not contain a user name or password")]
     UrlHasCredentials,
@@ -81,40 +83,58 @@ impl UrlPolicy {
     }
 
     /// Checks `raw` and returns its WHATWG normalization, which is what gets stored and
-    /// redirected to.
+    /// redirected to. The rules run in the order of the README's table: length, characters,
+    /// parse, scheme, credentials, host, self-reference.
     pub fn normalize(&self, raw: &str) -> Result<String, ValidationError> {
-        if raw.len() > self.max_length {
-            return Err(ValidationError::UrlTooLong(self.max_length));
-        }
-        // The WHATWG parser silently strips leading and trailing spaces and control characters
-        // and drops tabs and newlines anywhere. A link whose meaning depends on that (or on
-        // characters a person cannot see) is a trick, not a typo: refuse it instead.
-        if raw.chars().any(is_suspicious_char) {
-            return Err(ValidationError::UrlInvalidCharacters);
-        }
-        let url = Url::parse(raw).map_err(|e| match e {
-            url::ParseError::EmptyHost => ValidationError::UrlMissingHost,
-            other => ValidationError::InvalidUrl(other.to_string()),
-        })?;
+        let url = self.parse(raw)?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(ValidationError::UnsupportedScheme(url.scheme().to_owned()));
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(ValidationError::UrlHasCredentials);
         }
-        let host = match url.host_str() {
-            Some(h) if !h.is_empty() => canonical_host(h),
-            _ => return Err(ValidationError::UrlMissingHost),
-        };
-        if self.own_hosts.contains(&host) {
-            return Err(ValidationError::UrlSelfReference(host));
-        }
+        self.check_host(&url)?;
         let normalized = String::from(url);
         // Normalization percent-encodes and punycodes, so it can grow past the limit.
         if normalized.len() > self.max_length {
             return Err(ValidationError::UrlTooLong(self.max_length));
         }
         Ok(normalized)
+    }
+
+    /// Length, characters, then the WHATWG parser.
+    fn parse(&self, raw: &str) -> Result<Url, ValidationError> {
+        if raw.len() > self.max_length {
+            return Err(ValidationError::UrlTooLong(self.max_length));
+        }
+        // People paste URLs with spaces around them; only the plain space is trimmed, since a
+        // tab or newline there is as suspicious as anywhere else.
+        let trimmed = raw.trim_matches(' ');
+        // The WHATWG parser silently strips leading and trailing control characters and drops
+        // tabs and newlines anywhere. A link whose meaning depends on that (or on characters a
+        // person cannot see) is a trick, not a typo: refuse it instead. Spaces inside are
+        // kept: the parser percent-encodes them in the path, query and fragment (as browsers
+        // do) and refuses them in the host.
+        if trimmed.chars().any(is_refused_char) {
+            return Err(ValidationError::UrlInvalidCharacters);
+        }
+        Url::parse(trimmed).map_err(|e| match e {
+            url::ParseError::EmptyHost => ValidationError::UrlMissingHost,
+            other => ValidationError::InvalidUrl(other.to_string()),
+        })
+    }
+
+    /// Host present, and not this shortener.
+    fn check_host(&self, url: &Url) -> Result<(), ValidationError> {
+        let name = url.host_str().map(canonical_host).unwrap_or_default();
+        // `https://./` (or `%2e`) parses, with a host of dots that names nothing.
+        if name.is_empty() {
+            return Err(ValidationError::UrlMissingHost);
+        }
+        if self.own_hosts.contains(&name) {
+            return Err(ValidationError::UrlSelfReference(name));
+        }
+        Ok(())
     }
 }
 
@@ -123,13 +143,15 @@ fn canonical_host(host: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
-/// Control characters (C0, DEL, C1), any Unicode whitespace, and the invisible formatting
-/// characters used to disguise text (zero-width spaces and joiners, bidirectional overrides,
-/// the byte-order mark).
-fn is_suspicious_char(c: char) -> bool {
-    c.is_control()
-        || c.is_whitespace()
-        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{00AD}')
+/// Control characters (C0, DEL, C1), Unicode whitespace other than the plain space (tabs,
+/// newlines, no-break and other wide spaces), and the invisible formatting characters used to
+/// disguise text (zero-width spaces and joiners, bidirectional overrides, the byte-order mark,
+/// the soft hyphen).
+fn is_refused_char(c: char) -> bool {
+    c != ' '
+        && (c.is_control()
+            || c.is_whitespace()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{00AD}'))
 }
 
 /// Checks a custom alias.
@@ -184,17 +206,37 @@ mod tests {
             p.normalize("https://bücher.example/").as_deref(),
             Ok("https://xn--bcher-kva.example/")
         );
+    }
+
+    #[test]
+    fn spaces_inside_are_percent_encoded_and_spaces_around_are_trimmed() {
+        let p = policy();
         assert_eq!(
-            p.normalize("https://example.com/a b")
-                .err()
-                .map(|e| e.code()),
-            Some("url_invalid_characters")
+            p.normalize("https://example.com/my file.pdf").as_deref(),
+            Ok("https://example.com/my%20file.pdf")
         );
+        assert_eq!(
+            p.normalize("  https://example.com/a b?q=x y#p q  ")
+                .as_deref(),
+            Ok("https://example.com/a%20b?q=x%20y#p%20q")
+        );
+        assert_eq!(code_of("https://exa mple.com/"), "invalid_url");
+        assert_eq!(code_of("https:// example.com/"), "invalid_url");
+        for refused in [
+            "\thttps://example.com/",
+            "https://example.com/\n",
+            "https://example.com/a\r\nb",
+            "https://example.com/a\u{A0}b",
+            "\u{3000}https://example.com/",
+            "https://example.com/a\u{2009}b",
+        ] {
+            assert_eq!(code_of(refused), "url_invalid_characters", "{refused:?}");
+        }
     }
 
     #[test]
     fn each_rule_has_its_code() {
-        assert_eq!(code_of("not a url"), "url_invalid_characters");
+        assert_eq!(code_of("not a url"), "invalid_url");
         assert_eq!(code_of("example.com/path"), "invalid_url");
         assert_eq!(code_of("ftp://example.com/"), "unsupported_scheme");
         assert_eq!(code_of("javascript:alert(1)"), "unsupported_scheme");
@@ -204,8 +246,14 @@ mod tests {
         );
         assert_eq!(code_of("https://user@example.com/"), "url_has_credentials");
         assert_eq!(code_of("http://"), "url_missing_host");
+        assert_eq!(code_of("https://./"), "url_missing_host");
+        assert_eq!(code_of("http://%2e%2E./x"), "url_missing_host");
         assert_eq!(code_of("https://KURZ.example./x"), "url_self_reference");
-        assert_eq!(code_of(" https://example.com/"), "url_invalid_characters");
+        assert_eq!(code_of(" https://example.com/ "), "ok");
+        assert_eq!(
+            code_of("https://example.com/\u{A0}"),
+            "url_invalid_characters"
+        );
         assert_eq!(code_of("https://exa\tmple.com/"), "url_invalid_characters");
         assert_eq!(
             code_of("https://example.com/\u{202E}gpj.exe"),

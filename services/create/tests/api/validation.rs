@@ -88,12 +88,60 @@ async fn a_relative_url_is_invalid() {
     .await;
 }
 
+/// Posts each `(url, code)` on one stack: each is refused with its code, and nothing is
+/// written by any of them.
+async fn assert_all_refused(stack: &Stack, cases: &[(&str, &str)]) {
+    for (url, code) in cases {
+        let response = stack.post(&json!({ "url": url })).await;
+        assert_refusal(stack, response, UNPROCESSABLE, code).await;
+    }
+}
+
+/// Creates a link to `url` and checks the 201 body and the stored row both hold `expected`.
+async fn assert_created(stack: &Stack, url: &str, expected: &str) {
+    let response = stack.post(&json!({ "url": url })).await;
+    assert_eq!(response.status(), StatusCode::CREATED, "status for {url:?}");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["url"], expected, "{url:?}");
+    let stored: String = stack
+        .env
+        .sql()
+        .await
+        .query_one(
+            "SELECT target_url FROM links WHERE code = $1",
+            &[&body["code"].as_str().expect("code")],
+        )
+        .await
+        .expect("committed row")
+        .get(0);
+    assert_eq!(stored, expected, "{url:?}");
+}
+
 #[tokio::test]
-async fn whitespace_in_a_url_is_refused() {
-    assert_refused(
-        json!({ "url": " https://example.com/" }),
-        UNPROCESSABLE,
-        "url_invalid_characters",
+async fn spaces_inside_a_url_are_stored_percent_encoded_and_spaces_around_it_trimmed() {
+    let stack = Stack::start(1, 20).await;
+
+    assert_created(
+        &stack,
+        "  https://example.com/my file.pdf?q=a b  ",
+        "https://example.com/my%20file.pdf?q=a%20b",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn tabs_newlines_other_spaces_and_a_space_in_the_host_are_refused() {
+    let stack = Stack::start(1, 20).await;
+
+    assert_all_refused(
+        &stack,
+        &[
+            ("\thttps://example.com/", "url_invalid_characters"),
+            ("https://example.com/a\nb", "url_invalid_characters"),
+            ("https://example.com/\r", "url_invalid_characters"),
+            ("https://example.com/a\u{A0}b", "url_invalid_characters"),
+            ("https://exa mple.com/", "invalid_url"),
+        ],
     )
     .await;
 }
