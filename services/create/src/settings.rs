@@ -3,8 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use figment::value::Value;
 use kurz_settings::{
-    DatabaseSettings, HttpSettings, RedisSettings, SettingsError, Source, TelemetrySettings,
+    DatabaseSettings, HttpSettings, RedisSettings, SettingsError, Source, TelemetrySettings, flag,
     in_range, positive_secs,
 };
 use serde::Deserialize;
@@ -19,6 +20,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub telemetry: TelemetrySettings,
     pub links: LinkSettings,
+    pub url_safety: UrlSafetySettings,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +46,15 @@ impl LinkSettings {
     }
 }
 
+/// Which targets are refused beyond the URL's shape (see `crate::validate::targets`).
+#[derive(Debug, Clone, Default)]
+pub struct UrlSafetySettings {
+    /// `KURZ_ALLOW_PRIVATE_TARGETS`: accept targets on `localhost` and on loopback, private,
+    /// link-local, CGNAT, multicast and unspecified addresses (default false). For intranet
+    /// deployments, where links to such hosts are the point.
+    pub allow_private_targets: bool,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct Vars {
@@ -51,9 +62,22 @@ struct Vars {
     key_batch_size: Option<usize>,
     cache_ttl_secs: Option<u64>,
     insert_batch_max: Option<usize>,
+    /// Raw, for [`flag`]: `true` arrives as a boolean but `TRUE` as a string.
+    allow_private_targets: Option<Value>,
 }
 
 impl Settings {
+    /// Reads the create service's settings: the groups every service shares (`KURZ_DATABASE_*`,
+    /// `KURZ_BREAKER_*`, `KURZ_REDIS_*`, `KURZ_LISTEN`, `KURZ_PUBLIC_BASE_URL`, telemetry; see
+    /// `kurz_settings`), and its own:
+    ///
+    /// | Variable | Default | Unit, range |
+    /// | --- | --- | --- |
+    /// | `KURZ_MAX_URL_LENGTH` | 8,192 | bytes, 32 to 1,048,576 |
+    /// | `KURZ_KEY_BATCH_SIZE` | 1,000 | keys, 1 to 100,000 |
+    /// | `KURZ_CACHE_TTL_SECS` | 3,600 | seconds, at least 1 |
+    /// | `KURZ_INSERT_BATCH_MAX` | 256 | links, 1 to 10,000 |
+    /// | `KURZ_ALLOW_PRIVATE_TARGETS` | false | `true` or `false` |
     pub fn from_source(source: &Source) -> Result<Self, SettingsError> {
         let vars: Vars = source.extract()?;
         let max_url_length = in_range(
@@ -82,6 +106,12 @@ impl Settings {
                     1..=10_000,
                 )?,
             },
+            url_safety: UrlSafetySettings {
+                allow_private_targets: flag(
+                    "KURZ_ALLOW_PRIVATE_TARGETS",
+                    vars.allow_private_targets,
+                )?,
+            },
         })
     }
 }
@@ -95,6 +125,36 @@ mod tests {
         let s = Settings::from_source(&Source::default()).expect("valid");
         assert_eq!(s.http.listen.port(), 8081);
         assert_eq!(s.links.max_url_length, 8_192);
+    }
+
+    #[test]
+    fn url_safety_defaults_to_refusing_private_targets() {
+        let s = Settings::from_source(&Source::default()).expect("valid");
+        assert!(!s.url_safety.allow_private_targets);
+    }
+
+    #[test]
+    fn url_safety_variables_are_read() {
+        let s = Settings::from_source(&Source::from_vars([("KURZ_ALLOW_PRIVATE_TARGETS", "TRUE")]))
+            .expect("valid");
+        assert!(s.url_safety.allow_private_targets);
+        let off = Source::from_vars([("KURZ_ALLOW_PRIVATE_TARGETS", "false")]);
+        assert!(
+            !Settings::from_source(&off)
+                .expect("valid")
+                .url_safety
+                .allow_private_targets
+        );
+    }
+
+    #[test]
+    fn a_private_targets_flag_that_is_not_true_or_false_is_refused() {
+        let source = Source::from_vars([("KURZ_ALLOW_PRIVATE_TARGETS", "yes")]);
+        let err = Settings::from_source(&source).expect_err("must fail");
+        assert!(
+            err.to_string().contains("KURZ_ALLOW_PRIVATE_TARGETS"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         // Usually done by telemetry's init already; here for embedders and tests.
         kurz_telemetry::metrics::handle();
+        let url_policy = url_policy(&settings);
         let repo = PgRepository::new(&settings.database, "kurz-create")?;
         repo.check_schema()
             .await
@@ -50,10 +51,7 @@ impl Application {
             inserter: InsertBatcher::spawn(repo.clone(), settings.links.insert_batch_max),
             repo,
             cache,
-            url_policy: UrlPolicy::new(
-                settings.links.max_url_length,
-                &settings.http.public_base_url,
-            ),
+            url_policy,
             public_base_url: settings.http.public_base_url.clone(),
         });
         let listener = TcpListener::bind(settings.http.listen)
@@ -119,5 +117,15 @@ impl Application {
         let served = kurz_http::run_until_stopped(self.server, shutdown).await;
         self.state.keys.return_unused().await;
         served
+    }
+}
+
+fn url_policy(settings: &Settings) -> UrlPolicy {
+    UrlPolicy {
+        allow_private_targets: settings.url_safety.allow_private_targets,
+        ..UrlPolicy::new(
+            settings.links.max_url_length,
+            &settings.http.public_base_url,
+        )
     }
 }

@@ -1,9 +1,13 @@
 //! The rules a create request must pass. Each failure has its own stable error code, listed
 //! in the workspace README; the message is for people and may change.
+//!
+//! - [`targets`]: which hosts are private (`url_private_target`).
+
+pub mod targets;
 
 use chrono::{DateTime, Utc};
 use kurz_repository::codes::{MAX_CODE_LEN, MIN_CODE_LEN};
-use url::Url;
+use url::{Host, Url};
 
 /// Paths the services route, or will: an alias must never shadow them. Compared
 /// case-insensitively, so `API` or `Docs` cannot confuse a person reading a link either.
@@ -32,6 +36,10 @@ pub enum ValidationError {
     #[error("the url points to this shortener (`{0}`), which would loop")]
     UrlSelfReference(String),
     #[error(
+        "the url points to a local or private address (`{0}`), which only works inside one network"
+    )]
+    UrlPrivateTarget(String),
+    #[error(
         "the alias must be {MIN_CODE_LEN} to {MAX_CODE_LEN} characters of A-Z, a-z, 0-9, _ and -"
     )]
     InvalidAlias,
@@ -54,6 +62,7 @@ impl ValidationError {
             Self::UrlHasCredentials => "url_has_credentials",
             Self::UrlMissingHost => "url_missing_host",
             Self::UrlSelfReference(_) => "url_self_reference",
+            Self::UrlPrivateTarget(_) => "url_private_target",
             Self::InvalidAlias => "invalid_alias",
             Self::AliasReserved(_) => "alias_reserved",
             Self::InvalidExpiresAt => "invalid_expires_at",
@@ -68,9 +77,12 @@ pub struct UrlPolicy {
     pub max_length: usize,
     /// Hosts of the shortener itself (lower case, no trailing dot): targets there would loop.
     pub own_hosts: Vec<String>,
+    /// `KURZ_ALLOW_PRIVATE_TARGETS`: accept hosts that [`targets`] calls private.
+    pub allow_private_targets: bool,
 }
 
 impl UrlPolicy {
+    /// A policy with the defaults of the settings: private targets refused.
     pub fn new(max_length: usize, public_base_url: &Url) -> Self {
         let own_hosts = public_base_url
             .host_str()
@@ -79,12 +91,13 @@ impl UrlPolicy {
         Self {
             max_length,
             own_hosts,
+            allow_private_targets: false,
         }
     }
 
     /// Checks `raw` and returns its WHATWG normalization, which is what gets stored and
     /// redirected to. The rules run in the order of the README's table: length, characters,
-    /// parse, scheme, credentials, host, self-reference.
+    /// parse, scheme, credentials, host, self-reference, private target.
     pub fn normalize(&self, raw: &str) -> Result<String, ValidationError> {
         let url = self.parse(raw)?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -124,15 +137,25 @@ impl UrlPolicy {
         })
     }
 
-    /// Host present, and not this shortener.
+    /// Host present, not this shortener, not private.
     fn check_host(&self, url: &Url) -> Result<(), ValidationError> {
         let name = url.host_str().map(canonical_host).unwrap_or_default();
         // `https://./` (or `%2e`) parses, with a host of dots that names nothing.
-        if name.is_empty() {
+        let Some(host) = url.host().filter(|_| !name.is_empty()) else {
             return Err(ValidationError::UrlMissingHost);
-        }
+        };
         if self.own_hosts.contains(&name) {
             return Err(ValidationError::UrlSelfReference(name));
+        }
+        // The parsed host, not the text: the parser reads `2130706433`, `127.1` and
+        // `0x7f.1` as 127.0.0.1.
+        let private = match host {
+            Host::Domain(_) => targets::is_local_name(&name),
+            Host::Ipv4(ip) => targets::is_private_ipv4(ip),
+            Host::Ipv6(ip) => targets::is_private_ipv6(ip),
+        };
+        if private && !self.allow_private_targets {
+            return Err(ValidationError::UrlPrivateTarget(name));
         }
         Ok(())
     }
@@ -232,6 +255,74 @@ mod tests {
         ] {
             assert_eq!(code_of(refused), "url_invalid_characters", "{refused:?}");
         }
+    }
+
+    #[test]
+    fn private_targets_are_refused_in_every_form_the_parser_reads() {
+        for private in [
+            "http://localhost/",
+            "http://LOCALHOST./",
+            "http://foo.localhost:8080/",
+            "http://127.0.0.1/",
+            "http://2130706433/",
+            "http://127.1/",
+            "http://0x7f.1/",
+            "http://0177.0.0.1/",
+            "http://[::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[::ffff:7f00:1]/",
+            "http://[64:ff9b::a00:1]/",
+            "http://10.0.0.1/",
+            "http://172.16.0.1/",
+            "http://192.168.1.1/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://100.64.0.1/",
+            "http://[fe80::1]/",
+            "http://224.0.0.1/",
+            "http://255.255.255.255/",
+            "http://0.0.0.0/",
+            "http://0/",
+            "http://[::]/",
+            "http://[fd00::1]/",
+            "http://[ff02::1]/",
+        ] {
+            assert_eq!(code_of(private), "url_private_target", "{private}");
+        }
+        for public in [
+            "http://93.184.216.34/",
+            "http://[2606:2800:220:1:248:1893:25c8:1946]/",
+            "http://localhost.example/",
+            "http://100.128.0.1/",
+        ] {
+            assert_eq!(code_of(public), "ok", "{public}");
+        }
+    }
+
+    #[test]
+    fn private_targets_are_accepted_when_allowed() {
+        let p = UrlPolicy {
+            allow_private_targets: true,
+            ..policy()
+        };
+        assert_eq!(
+            p.normalize("http://2130706433/").as_deref(),
+            Ok("http://127.0.0.1/")
+        );
+        assert_eq!(
+            p.normalize("http://Intranet.LOCALHOST./").as_deref(),
+            Ok("http://intranet.localhost./")
+        );
+    }
+
+    #[test]
+    fn the_first_failing_rule_answers() {
+        let own_ip = UrlPolicy::new(8_192, &Url::parse("http://127.0.0.1:8080/").expect("valid"));
+        assert_eq!(
+            own_ip.normalize("http://127.0.0.1/x").map_err(|e| e.code()),
+            Err("url_self_reference")
+        );
+        assert_eq!(code_of("http://user@localhost/"), "url_has_credentials");
+        assert_eq!(code_of("ftp://localhost/"), "unsupported_scheme");
     }
 
     #[test]

@@ -340,3 +340,77 @@ async fn unknown_routes_and_methods_get_json_errors() {
     assert_eq!(nowhere.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(nowhere).await, "not_found");
 }
+
+const PRIVATE_TARGETS: &[&str] = &[
+    "http://localhost/",
+    "http://foo.localhost/",
+    "http://LOCALHOST./",
+    "http://127.0.0.1/",
+    "http://2130706433/",
+    "http://127.1/",
+    "http://0x7f.1/",
+    "http://[::1]/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://[::ffff:7f00:1]/",
+    "http://10.0.0.1/",
+    "http://172.16.0.1/",
+    "http://192.168.1.1/",
+    "http://169.254.169.254/",
+    "http://100.64.0.1/",
+    "http://[fe80::1]/",
+    "http://224.0.0.1/",
+    "http://255.255.255.255/",
+    "http://0.0.0.0/",
+    "http://[::]/",
+    "http://[fd00::1]/",
+    "http://[ff02::1]/",
+];
+
+/// The test stack's public base URL is the redirect service on 127.0.0.1, and a target on the
+/// shortener's own host is refused as `url_self_reference` first; these tests put the
+/// shortener on a public name, as in production.
+const PUBLIC_BASE_URL: (&str, &str) = ("KURZ_PUBLIC_BASE_URL", "https://kurz.test/");
+
+#[tokio::test]
+async fn private_targets_are_refused_in_every_form() {
+    let stack = Stack::start_with(1, 20, &[PUBLIC_BASE_URL]).await;
+
+    let cases: Vec<_> = PRIVATE_TARGETS
+        .iter()
+        .map(|url| (*url, "url_private_target"))
+        .collect();
+    assert_all_refused(&stack, &cases).await;
+}
+
+#[tokio::test]
+async fn a_public_ip_address_is_accepted() {
+    let stack = Stack::start(1, 20).await;
+
+    assert_created(&stack, "http://93.184.216.34/", "http://93.184.216.34/").await;
+    assert_created(
+        &stack,
+        "http://[2606:2800:220:1:248:1893:25c8:1946]/",
+        "http://[2606:2800:220:1:248:1893:25c8:1946]/",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn private_targets_are_accepted_when_allowed() {
+    let stack = Stack::start_with(
+        1,
+        20,
+        &[PUBLIC_BASE_URL, ("KURZ_ALLOW_PRIVATE_TARGETS", "true")],
+    )
+    .await;
+
+    assert_created(&stack, "http://10.0.0.1/wiki", "http://10.0.0.1/wiki").await;
+    assert_created(&stack, "http://2130706433/", "http://127.0.0.1/").await;
+    assert_created(
+        &stack,
+        "http://intranet.localhost/",
+        "http://intranet.localhost/",
+    )
+    .await;
+    assert_eq!(stack.count("SELECT count(*) FROM links").await, 3);
+}
