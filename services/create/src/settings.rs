@@ -1,6 +1,7 @@
 //! Settings of `kurz-create`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use figment::value::Value;
@@ -46,13 +47,17 @@ impl LinkSettings {
     }
 }
 
-/// Which targets are refused beyond the URL's shape (see `crate::validate::targets`).
+/// Which targets are refused beyond the URL's shape (see `crate::validate::targets` and
+/// `crate::blocklist`).
 #[derive(Debug, Clone, Default)]
 pub struct UrlSafetySettings {
     /// `KURZ_ALLOW_PRIVATE_TARGETS`: accept targets on `localhost` and on loopback, private,
     /// link-local, CGNAT, multicast and unspecified addresses (default false). For intranet
     /// deployments, where links to such hosts are the point.
     pub allow_private_targets: bool,
+    /// `KURZ_BLOCKLIST_FILE`: domains refused as targets, one a line, re-read when the file
+    /// changes (default unset: the built-in list of link shorteners). Read at start.
+    pub blocklist_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -64,6 +69,7 @@ struct Vars {
     insert_batch_max: Option<usize>,
     /// Raw, for [`flag`]: `true` arrives as a boolean but `TRUE` as a string.
     allow_private_targets: Option<Value>,
+    blocklist_file: Option<String>,
 }
 
 impl Settings {
@@ -78,6 +84,7 @@ impl Settings {
     /// | `KURZ_CACHE_TTL_SECS` | 3,600 | seconds, at least 1 |
     /// | `KURZ_INSERT_BATCH_MAX` | 256 | links, 1 to 10,000 |
     /// | `KURZ_ALLOW_PRIVATE_TARGETS` | false | `true` or `false` |
+    /// | `KURZ_BLOCKLIST_FILE` | unset: the built-in list of link shorteners | a file path |
     pub fn from_source(source: &Source) -> Result<Self, SettingsError> {
         let vars: Vars = source.extract()?;
         let max_url_length = in_range(
@@ -111,6 +118,7 @@ impl Settings {
                     "KURZ_ALLOW_PRIVATE_TARGETS",
                     vars.allow_private_targets,
                 )?,
+                blocklist_file: vars.blocklist_file.map(PathBuf::from),
             },
         })
     }
@@ -128,16 +136,24 @@ mod tests {
     }
 
     #[test]
-    fn url_safety_defaults_to_refusing_private_targets() {
+    fn url_safety_defaults_to_refusing_private_targets_with_the_built_in_blocklist() {
         let s = Settings::from_source(&Source::default()).expect("valid");
         assert!(!s.url_safety.allow_private_targets);
+        assert_eq!(s.url_safety.blocklist_file, None);
     }
 
     #[test]
     fn url_safety_variables_are_read() {
-        let s = Settings::from_source(&Source::from_vars([("KURZ_ALLOW_PRIVATE_TARGETS", "TRUE")]))
-            .expect("valid");
+        let s = Settings::from_source(&Source::from_vars([
+            ("KURZ_ALLOW_PRIVATE_TARGETS", "TRUE"),
+            ("KURZ_BLOCKLIST_FILE", "/etc/kurz/blocklist.txt"),
+        ]))
+        .expect("valid");
         assert!(s.url_safety.allow_private_targets);
+        assert_eq!(
+            s.url_safety.blocklist_file.as_deref(),
+            Some(std::path::Path::new("/etc/kurz/blocklist.txt"))
+        );
         let off = Source::from_vars([("KURZ_ALLOW_PRIVATE_TARGETS", "false")]);
         assert!(
             !Settings::from_source(&off)

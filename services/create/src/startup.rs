@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::TcpListener;
+use std::path::Path;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
@@ -13,6 +14,7 @@ use kurz_repository::batch::{BatchStats, InsertBatcher};
 use kurz_repository::cache::CacheTtl;
 use kurz_repository::{PgRepository, RedisCache};
 
+use crate::blocklist::{BlocklistWatcher, SharedBlocklist};
 use crate::error::ApiError;
 use crate::keys::KeyBuffer;
 use crate::routes::{self, State};
@@ -28,12 +30,14 @@ pub struct Application {
 }
 
 impl Application {
-    /// Checks the schema, builds the pools and binds the listener. Fails (and the binary
-    /// exits) if PostgreSQL is unreachable or behind this build's schema; Redis may be down.
+    /// Reads the blocklist, checks the schema, builds the pools and binds the listener. Fails
+    /// (and the binary exits) if `KURZ_BLOCKLIST_FILE` cannot be read or parsed, or if
+    /// PostgreSQL is unreachable or behind this build's schema; Redis may be down.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         // Usually done by telemetry's init already; here for embedders and tests.
         kurz_telemetry::metrics::handle();
-        let url_policy = url_policy(&settings);
+        let (blocklist, watcher) = load_blocklist(settings.url_safety.blocklist_file.as_deref())?;
+        let url_policy = url_policy(&settings, blocklist);
         let repo = PgRepository::new(&settings.database, "kurz-create")?;
         repo.check_schema()
             .await
@@ -92,6 +96,10 @@ impl Application {
         .disable_signals()
         .shutdown_timeout(kurz_http::SHUTDOWN_GRACE_SECS)
         .run();
+        // Ends on its own once the application (which holds the list) is dropped.
+        if let Some(watcher) = watcher {
+            watcher.spawn();
+        }
         Ok(Self {
             port,
             server,
@@ -120,9 +128,23 @@ impl Application {
     }
 }
 
-fn url_policy(settings: &Settings) -> UrlPolicy {
+/// The list in `KURZ_BLOCKLIST_FILE` and its watcher, or the built-in list of shorteners.
+fn load_blocklist(
+    file: Option<&Path>,
+) -> anyhow::Result<(SharedBlocklist, Option<BlocklistWatcher>)> {
+    let Some(path) = file else {
+        return Ok((SharedBlocklist::default(), None));
+    };
+    let (list, watcher) = BlocklistWatcher::start(path)
+        .with_context(|| format!("reading KURZ_BLOCKLIST_FILE `{}`", path.display()))?;
+    tracing::info!(path = %path.display(), domains = list.current().len(), "blocklist loaded");
+    Ok((list, Some(watcher)))
+}
+
+fn url_policy(settings: &Settings, blocklist: SharedBlocklist) -> UrlPolicy {
     UrlPolicy {
         allow_private_targets: settings.url_safety.allow_private_targets,
+        blocklist,
         ..UrlPolicy::new(
             settings.links.max_url_length,
             &settings.http.public_base_url,

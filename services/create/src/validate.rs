@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use kurz_repository::codes::{MAX_CODE_LEN, MIN_CODE_LEN};
 use url::{Host, Url};
 
+use crate::blocklist::SharedBlocklist;
+
 /// Paths the services route, or will: an alias must never shadow them. Compared
 /// case-insensitively, so `API` or `Docs` cannot confuse a person reading a link either.
 pub const RESERVED_ALIASES: &[&str] = &[
@@ -39,6 +41,8 @@ pub enum ValidationError {
         "the url points to a local or private address (`{0}`), which only works inside one network"
     )]
     UrlPrivateTarget(String),
+    #[error("the url's domain is blocked (`{0}` is on the blocklist)")]
+    UrlBlocked(String),
     #[error(
         "the alias must be {MIN_CODE_LEN} to {MAX_CODE_LEN} characters of A-Z, a-z, 0-9, _ and -"
     )]
@@ -63,6 +67,7 @@ impl ValidationError {
             Self::UrlMissingHost => "url_missing_host",
             Self::UrlSelfReference(_) => "url_self_reference",
             Self::UrlPrivateTarget(_) => "url_private_target",
+            Self::UrlBlocked(_) => "url_blocked",
             Self::InvalidAlias => "invalid_alias",
             Self::AliasReserved(_) => "alias_reserved",
             Self::InvalidExpiresAt => "invalid_expires_at",
@@ -79,10 +84,13 @@ pub struct UrlPolicy {
     pub own_hosts: Vec<String>,
     /// `KURZ_ALLOW_PRIVATE_TARGETS`: accept hosts that [`targets`] calls private.
     pub allow_private_targets: bool,
+    /// Domains refused with their subdomains; replaced whole when the file is reloaded.
+    pub blocklist: SharedBlocklist,
 }
 
 impl UrlPolicy {
-    /// A policy with the defaults of the settings: private targets refused.
+    /// A policy with the defaults of the settings: private targets refused, the built-in
+    /// blocklist of link shorteners.
     pub fn new(max_length: usize, public_base_url: &Url) -> Self {
         let own_hosts = public_base_url
             .host_str()
@@ -92,12 +100,13 @@ impl UrlPolicy {
             max_length,
             own_hosts,
             allow_private_targets: false,
+            blocklist: SharedBlocklist::default(),
         }
     }
 
     /// Checks `raw` and returns its WHATWG normalization, which is what gets stored and
     /// redirected to. The rules run in the order of the README's table: length, characters,
-    /// parse, scheme, credentials, host, self-reference, private target.
+    /// parse, scheme, credentials, host, self-reference, private target, blocklist.
     pub fn normalize(&self, raw: &str) -> Result<String, ValidationError> {
         let url = self.parse(raw)?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -137,7 +146,7 @@ impl UrlPolicy {
         })
     }
 
-    /// Host present, not this shortener, not private.
+    /// Host present, not this shortener, not private, not blocked.
     fn check_host(&self, url: &Url) -> Result<(), ValidationError> {
         let name = url.host_str().map(canonical_host).unwrap_or_default();
         // `https://./` (or `%2e`) parses, with a host of dots that names nothing.
@@ -156,6 +165,12 @@ impl UrlPolicy {
         };
         if private && !self.allow_private_targets {
             return Err(ValidationError::UrlPrivateTarget(name));
+        }
+        // The list holds domains; an IP address never matches it.
+        if let Host::Domain(_) = host
+            && let Some(entry) = self.blocklist.find(&name)
+        {
+            return Err(ValidationError::UrlBlocked(entry));
         }
         Ok(())
     }
@@ -204,7 +219,10 @@ pub fn parse_expires_at(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, 
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::blocklist::Blocklist;
 
     fn policy() -> UrlPolicy {
         UrlPolicy::new(8_192, &Url::parse("https://kurz.example/").expect("valid"))
@@ -315,6 +333,31 @@ mod tests {
     }
 
     #[test]
+    fn blocked_domains_and_their_subdomains_are_refused() {
+        for blocked in [
+            "https://bit.ly/x",
+            "https://www.bit.ly/x",
+            "https://BIT.LY./x",
+            "http://tinyurl.com/abc",
+        ] {
+            assert_eq!(code_of(blocked), "url_blocked", "{blocked}");
+        }
+        assert_eq!(
+            policy().normalize("https://www.bit.ly/x"),
+            Err(ValidationError::UrlBlocked("bit.ly".into()))
+        );
+        assert_eq!(code_of("https://notbit.ly/"), "ok");
+        let p = UrlPolicy {
+            blocklist: SharedBlocklist::new(Arc::new(Blocklist::default())),
+            ..policy()
+        };
+        assert_eq!(
+            p.normalize("https://bit.ly/x").as_deref(),
+            Ok("https://bit.ly/x")
+        );
+    }
+
+    #[test]
     fn the_first_failing_rule_answers() {
         let own_ip = UrlPolicy::new(8_192, &Url::parse("http://127.0.0.1:8080/").expect("valid"));
         assert_eq!(
@@ -323,6 +366,18 @@ mod tests {
         );
         assert_eq!(code_of("http://user@localhost/"), "url_has_credentials");
         assert_eq!(code_of("ftp://localhost/"), "unsupported_scheme");
+        let blocked_local = UrlPolicy {
+            blocklist: SharedBlocklist::new(Arc::new(
+                Blocklist::parse("localhost").expect("valid"),
+            )),
+            ..policy()
+        };
+        assert_eq!(
+            blocked_local
+                .normalize("http://localhost/")
+                .map_err(|e| e.code()),
+            Err("url_private_target")
+        );
     }
 
     #[test]

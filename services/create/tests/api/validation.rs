@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Stack, error_code};
+use crate::helpers::{Stack, error_code, eventually};
 
 /// Sends `body` as JSON and checks the refusal and that no link, issued code or pool key
 /// changed.
@@ -413,4 +413,84 @@ async fn private_targets_are_accepted_when_allowed() {
     )
     .await;
     assert_eq!(stack.count("SELECT count(*) FROM links").await, 3);
+}
+
+#[tokio::test]
+async fn other_shorteners_are_refused_by_the_default_blocklist() {
+    let stack = Stack::start(1, 20).await;
+
+    assert_all_refused(
+        &stack,
+        &[
+            ("https://bit.ly/x", "url_blocked"),
+            ("https://www.bit.ly/x", "url_blocked"),
+            ("https://BIT.LY./x", "url_blocked"),
+            ("https://tinyurl.com/abc", "url_blocked"),
+        ],
+    )
+    .await;
+    assert_created(&stack, "https://notbit.ly/", "https://notbit.ly/").await;
+}
+
+/// Whether a create to `url` is refused as blocked; an accepted one writes a link.
+async fn is_blocked(stack: &Stack, url: &str) -> bool {
+    let response = stack.post(&json!({ "url": url })).await;
+    response.status() == UNPROCESSABLE && error_code(response).await == "url_blocked"
+}
+
+#[tokio::test]
+async fn the_blocklist_file_is_reloaded_when_it_changes() {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), "blocked.example\n").expect("write the list");
+    let path = file.path().to_str().expect("a UTF-8 path");
+    // Enough keys for the creates that succeed while polling for the reload below.
+    let stack = Stack::start_with(1, 1_000, &[("KURZ_BLOCKLIST_FILE", path)]).await;
+    assert_blocked_writing_nothing(&stack, "https://blocked.example/").await;
+    assert_created(&stack, "https://later.example/", "https://later.example/").await;
+    assert_blocked_writing_nothing(&stack, "https://www.blocked.example/").await;
+    // The file replaces the built-in list rather than adding to it.
+    assert_created(&stack, "https://bit.ly/x", "https://bit.ly/x").await;
+
+    std::fs::write(file.path(), "# now this one\nlater.example\n").expect("rewrite the list");
+
+    eventually("later.example is refused", || {
+        is_blocked(&stack, "https://later.example/")
+    })
+    .await;
+    assert_created(
+        &stack,
+        "https://blocked.example/",
+        "https://blocked.example/",
+    )
+    .await;
+    assert_blocked_writing_nothing(&stack, "https://www.later.example/").await;
+}
+
+/// Refused as blocked, with as many links stored after as before.
+async fn assert_blocked_writing_nothing(stack: &Stack, url: &str) {
+    let before = stack.count("SELECT count(*) FROM links").await;
+    let response = stack.post(&json!({ "url": url })).await;
+    assert_eq!(response.status(), UNPROCESSABLE);
+    assert_eq!(error_code(response).await, "url_blocked");
+    assert_eq!(stack.count("SELECT count(*) FROM links").await, before);
+}
+
+#[tokio::test]
+async fn a_missing_blocklist_file_stops_the_service_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("missing.txt");
+    let source = kurz_settings::Source::default().with(
+        "KURZ_BLOCKLIST_FILE",
+        missing.to_str().expect("a UTF-8 path"),
+    );
+    let settings = kurz_create::Settings::from_source(&source).expect("valid settings");
+
+    // Read before anything else: no PostgreSQL is needed to fail.
+    let Err(error) = kurz_create::Application::build(settings).await else {
+        panic!("the service started without its blocklist");
+    };
+
+    let message = format!("{error:#}");
+    assert!(message.contains("KURZ_BLOCKLIST_FILE"), "{message}");
+    assert!(message.contains("missing.txt"), "{message}");
 }
