@@ -2,7 +2,10 @@
 //! in the workspace README; the message is for people and may change.
 //!
 //! - [`targets`]: which hosts are private (`url_private_target`).
+//! - [`properties`]: what every answer of [`UrlPolicy::normalize`] satisfies, checked by the
+//!   property tests and the fuzz target.
 
+pub mod properties;
 pub mod targets;
 
 use chrono::{DateTime, Utc};
