@@ -2,6 +2,7 @@
 //! # Layout
 //! - [`settings`]: `KURZ_*` variables of the create service.
 //! - [`validate`]: every rule a request must pass, each with its own error code.
+//! - [`blocklist`]: the domains refused as targets, and the watcher that reloads their file.
 //! - [`keys`]: the in-memory buffer of keys claimed from the pool in batches.
 //! - [`auth`]: API keys in request headers, the verified-key cache, scopes as extractors.
 //! - [`guard`]: the middleware in front of `/api`: client IP, credentials, rate limits.
@@ -13,6 +14,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod blocklist;
 pub mod error;
 pub mod guard;
 pub mod keys;

@@ -1,10 +1,12 @@
 //! Settings of `kurz-create`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use figment::value::Value;
 use kurz_settings::{
-    DatabaseSettings, HttpSettings, RedisSettings, SettingsError, Source, TelemetrySettings,
+    DatabaseSettings, HttpSettings, RedisSettings, SettingsError, Source, TelemetrySettings, flag,
     in_range, positive_millis, positive_secs,
 };
 use serde::Deserialize;
@@ -20,6 +22,7 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     pub links: LinkSettings,
     pub access: AccessSettings,
+    pub url_safety: UrlSafetySettings,
 }
 
 /// Who may call the API, and how often.
@@ -68,6 +71,19 @@ impl LinkSettings {
     }
 }
 
+/// Which targets are refused beyond the URL's shape (see `crate::validate::targets` and
+/// `crate::blocklist`).
+#[derive(Debug, Clone, Default)]
+pub struct UrlSafetySettings {
+    /// `KURZ_ALLOW_PRIVATE_TARGETS`: accept targets on `localhost` and on loopback, private,
+    /// link-local, CGNAT, multicast and unspecified addresses (default false). For intranet
+    /// deployments, where links to such hosts are the point.
+    pub allow_private_targets: bool,
+    /// `KURZ_BLOCKLIST_FILE`: domains refused as targets, one a line, re-read when the file
+    /// changes (default unset: the built-in list of link shorteners). Read at start.
+    pub blocklist_file: Option<PathBuf>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct Vars {
@@ -75,17 +91,32 @@ struct Vars {
     key_batch_size: Option<usize>,
     cache_ttl_secs: Option<u64>,
     insert_batch_max: Option<usize>,
-    anonymous_create: Option<bool>,
+    anonymous_create: Option<Value>,
     api_key_cache_ttl_ms: Option<u64>,
     rate_limit_per_minute: Option<u32>,
     anonymous_rate_limit_per_minute: Option<u32>,
     auth_failure_limit_per_minute: Option<u32>,
+    /// Raw, for [`flag`]: `true` arrives as a boolean but `TRUE` as a string.
+    allow_private_targets: Option<Value>,
+    blocklist_file: Option<String>,
 }
 
 /// Allowed per-minute limits: at least one request, at most a million.
 const RATE_LIMITS: std::ops::RangeInclusive<u32> = 1..=1_000_000;
 
 impl Settings {
+    /// Reads the create service's settings: the groups every service shares (`KURZ_DATABASE_*`,
+    /// `KURZ_BREAKER_*`, `KURZ_REDIS_*`, `KURZ_LISTEN`, `KURZ_PUBLIC_BASE_URL`, telemetry; see
+    /// `kurz_settings`), and its own:
+    ///
+    /// | Variable | Default | Unit, range |
+    /// | --- | --- | --- |
+    /// | `KURZ_MAX_URL_LENGTH` | 8,192 | bytes, 32 to 1,048,576 |
+    /// | `KURZ_KEY_BATCH_SIZE` | 1,000 | keys, 1 to 100,000 |
+    /// | `KURZ_CACHE_TTL_SECS` | 3,600 | seconds, at least 1 |
+    /// | `KURZ_INSERT_BATCH_MAX` | 256 | links, 1 to 10,000 |
+    /// | `KURZ_ALLOW_PRIVATE_TARGETS` | false | `true` or `false` |
+    /// | `KURZ_BLOCKLIST_FILE` | unset: the built-in list of link shorteners | a file path |
     pub fn from_source(source: &Source) -> Result<Self, SettingsError> {
         let vars: Vars = source.extract()?;
         let max_url_length = in_range(
@@ -100,7 +131,7 @@ impl Settings {
         )?;
         let cache_ttl = positive_secs("KURZ_CACHE_TTL_SECS", vars.cache_ttl_secs.unwrap_or(3_600))?;
         let access = AccessSettings {
-            anonymous_create: vars.anonymous_create.unwrap_or(false),
+            anonymous_create: flag("KURZ_ANONYMOUS_CREATE", vars.anonymous_create)?,
             key_cache_ttl: positive_millis(
                 "KURZ_API_KEY_CACHE_TTL_MS",
                 vars.api_key_cache_ttl_ms.unwrap_or(10_000),
@@ -137,6 +168,13 @@ impl Settings {
                     1..=10_000,
                 )?,
             },
+            url_safety: UrlSafetySettings {
+                allow_private_targets: flag(
+                    "KURZ_ALLOW_PRIVATE_TARGETS",
+                    vars.allow_private_targets,
+                )?,
+                blocklist_file: vars.blocklist_file.map(PathBuf::from),
+            },
         })
     }
 }
@@ -167,6 +205,44 @@ mod tests {
             .expect_err("must fail");
         assert!(
             err.to_string().contains("KURZ_RATE_LIMIT_PER_MINUTE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn url_safety_defaults_to_refusing_private_targets_with_the_built_in_blocklist() {
+        let s = Settings::from_source(&Source::default()).expect("valid");
+        assert!(!s.url_safety.allow_private_targets);
+        assert_eq!(s.url_safety.blocklist_file, None);
+    }
+
+    #[test]
+    fn url_safety_variables_are_read() {
+        let s = Settings::from_source(&Source::from_vars([
+            ("KURZ_ALLOW_PRIVATE_TARGETS", "TRUE"),
+            ("KURZ_BLOCKLIST_FILE", "/etc/kurz/blocklist.txt"),
+        ]))
+        .expect("valid");
+        assert!(s.url_safety.allow_private_targets);
+        assert_eq!(
+            s.url_safety.blocklist_file.as_deref(),
+            Some(std::path::Path::new("/etc/kurz/blocklist.txt"))
+        );
+        let off = Source::from_vars([("KURZ_ALLOW_PRIVATE_TARGETS", "false")]);
+        assert!(
+            !Settings::from_source(&off)
+                .expect("valid")
+                .url_safety
+                .allow_private_targets
+        );
+    }
+
+    #[test]
+    fn a_private_targets_flag_that_is_not_true_or_false_is_refused() {
+        let source = Source::from_vars([("KURZ_ALLOW_PRIVATE_TARGETS", "yes")]);
+        let err = Settings::from_source(&source).expect_err("must fail");
+        assert!(
+            err.to_string().contains("KURZ_ALLOW_PRIVATE_TARGETS"),
             "{err}"
         );
     }

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::TcpListener;
+use std::path::Path;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
@@ -15,6 +16,7 @@ use kurz_repository::{PgRepository, RedisCache};
 
 use crate::admin;
 use crate::auth::Verifier;
+use crate::blocklist::{BlocklistWatcher, SharedBlocklist};
 use crate::error::ApiError;
 use crate::guard::Guard;
 use crate::keys::KeyBuffer;
@@ -33,11 +35,14 @@ pub struct Application {
 }
 
 impl Application {
-    /// Checks the schema, builds the pools and binds the listener. Fails (and the binary
-    /// exits) if PostgreSQL is unreachable or behind this build's schema; Redis may be down.
+    /// Reads the blocklist, checks the schema, builds the pools and binds the listener. Fails
+    /// (and the binary exits) if `KURZ_BLOCKLIST_FILE` cannot be read or parsed, or if
+    /// PostgreSQL is unreachable or behind this build's schema; Redis may be down.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         // Usually done by telemetry's init already; here for embedders and tests.
         kurz_telemetry::metrics::handle();
+        let (blocklist, watcher) = load_blocklist(settings.url_safety.blocklist_file.as_deref())?;
+        let url_policy = url_policy(&settings, blocklist);
         let repo = PgRepository::new(&settings.database, "kurz-create")?;
         repo.check_schema()
             .await
@@ -76,10 +81,7 @@ impl Application {
             inserter: InsertBatcher::spawn(repo.clone(), settings.links.insert_batch_max),
             repo,
             cache,
-            url_policy: UrlPolicy::new(
-                settings.links.max_url_length,
-                &settings.http.public_base_url,
-            ),
+            url_policy,
             public_base_url: settings.http.public_base_url.clone(),
         });
         let listener = TcpListener::bind(settings.http.listen)
@@ -112,6 +114,10 @@ impl Application {
         .disable_signals()
         .shutdown_timeout(kurz_http::SHUTDOWN_GRACE_SECS)
         .run();
+        // Ends on its own once the application (which holds the list) is dropped.
+        if let Some(watcher) = watcher {
+            watcher.spawn();
+        }
         Ok(Self {
             port,
             server,
@@ -178,4 +184,28 @@ fn api() -> actix_web::Scope<
         .service(resource("/v1/keys").route(web::get().to(admin::list_keys)))
         .service(resource("/v1/keys/{id}").route(web::delete().to(admin::revoke_key)))
         .default_service(web::to(routes::no_route))
+}
+
+/// The list in `KURZ_BLOCKLIST_FILE` and its watcher, or the built-in list of shorteners.
+fn load_blocklist(
+    file: Option<&Path>,
+) -> anyhow::Result<(SharedBlocklist, Option<BlocklistWatcher>)> {
+    let Some(path) = file else {
+        return Ok((SharedBlocklist::default(), None));
+    };
+    let (list, watcher) = BlocklistWatcher::start(path)
+        .with_context(|| format!("reading KURZ_BLOCKLIST_FILE `{}`", path.display()))?;
+    tracing::info!(path = %path.display(), domains = list.current().len(), "blocklist loaded");
+    Ok((list, Some(watcher)))
+}
+
+fn url_policy(settings: &Settings, blocklist: SharedBlocklist) -> UrlPolicy {
+    UrlPolicy {
+        allow_private_targets: settings.url_safety.allow_private_targets,
+        blocklist,
+        ..UrlPolicy::new(
+            settings.links.max_url_length,
+            &settings.http.public_base_url,
+        )
+    }
 }

@@ -1,9 +1,18 @@
 //! The rules a create request must pass. Each failure has its own stable error code, listed
 //! in the workspace README; the message is for people and may change.
+//!
+//! - [`targets`]: which hosts are private (`url_private_target`).
+//! - [`properties`]: what every answer of [`UrlPolicy::normalize`] satisfies, checked by the
+//!   property tests and the fuzz target.
+
+pub mod properties;
+pub mod targets;
 
 use chrono::{DateTime, Utc};
 use kurz_repository::codes::{MAX_CODE_LEN, MIN_CODE_LEN};
-use url::Url;
+use url::{Host, Url};
+
+use crate::blocklist::SharedBlocklist;
 
 /// Paths the services route, or will: an alias must never shadow them. Compared
 /// case-insensitively, so `API` or `Docs` cannot confuse a person reading a link either.
@@ -21,7 +30,9 @@ pub enum ValidationError {
     UrlTooLong(usize),
     #[error("the url scheme `{0}` is not allowed: use http or https")]
     UnsupportedScheme(String),
-    #[error("the url contains control, whitespace or invisible characters")]
+    #[error(
+        "the url contains control characters, whitespace other than spaces, or invisible characters"
+    )]
     UrlInvalidCharacters,
     #[error("the url must not contain a user name or password")]
     UrlHasCredentials,
@@ -29,6 +40,12 @@ pub enum ValidationError {
     UrlMissingHost,
     #[error("the url points to this shortener (`{0}`), which would loop")]
     UrlSelfReference(String),
+    #[error(
+        "the url points to a local or private address (`{0}`), which only works inside one network"
+    )]
+    UrlPrivateTarget(String),
+    #[error("the url's domain is blocked (`{0}` is on the blocklist)")]
+    UrlBlocked(String),
     #[error(
         "the alias must be {MIN_CODE_LEN} to {MAX_CODE_LEN} characters of A-Z, a-z, 0-9, _ and -"
     )]
@@ -52,6 +69,8 @@ impl ValidationError {
             Self::UrlHasCredentials => "url_has_credentials",
             Self::UrlMissingHost => "url_missing_host",
             Self::UrlSelfReference(_) => "url_self_reference",
+            Self::UrlPrivateTarget(_) => "url_private_target",
+            Self::UrlBlocked(_) => "url_blocked",
             Self::InvalidAlias => "invalid_alias",
             Self::AliasReserved(_) => "alias_reserved",
             Self::InvalidExpiresAt => "invalid_expires_at",
@@ -66,9 +85,15 @@ pub struct UrlPolicy {
     pub max_length: usize,
     /// Hosts of the shortener itself (lower case, no trailing dot): targets there would loop.
     pub own_hosts: Vec<String>,
+    /// `KURZ_ALLOW_PRIVATE_TARGETS`: accept hosts that [`targets`] calls private.
+    pub allow_private_targets: bool,
+    /// Domains refused with their subdomains; replaced whole when the file is reloaded.
+    pub blocklist: SharedBlocklist,
 }
 
 impl UrlPolicy {
+    /// A policy with the defaults of the settings: private targets refused, the built-in
+    /// blocklist of link shorteners.
     pub fn new(max_length: usize, public_base_url: &Url) -> Self {
         let own_hosts = public_base_url
             .host_str()
@@ -77,44 +102,80 @@ impl UrlPolicy {
         Self {
             max_length,
             own_hosts,
+            allow_private_targets: false,
+            blocklist: SharedBlocklist::default(),
         }
     }
 
     /// Checks `raw` and returns its WHATWG normalization, which is what gets stored and
-    /// redirected to.
+    /// redirected to. The rules run in the order of the README's table: length, characters,
+    /// parse, scheme, credentials, host, self-reference, private target, blocklist.
     pub fn normalize(&self, raw: &str) -> Result<String, ValidationError> {
-        if raw.len() > self.max_length {
-            return Err(ValidationError::UrlTooLong(self.max_length));
-        }
-        // The WHATWG parser silently strips leading and trailing spaces and control characters
-        // and drops tabs and newlines anywhere. A link whose meaning depends on that (or on
-        // characters a person cannot see) is a trick, not a typo: refuse it instead.
-        if raw.chars().any(is_suspicious_char) {
-            return Err(ValidationError::UrlInvalidCharacters);
-        }
-        let url = Url::parse(raw).map_err(|e| match e {
-            url::ParseError::EmptyHost => ValidationError::UrlMissingHost,
-            other => ValidationError::InvalidUrl(other.to_string()),
-        })?;
+        let url = self.parse(raw)?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(ValidationError::UnsupportedScheme(url.scheme().to_owned()));
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(ValidationError::UrlHasCredentials);
         }
-        let host = match url.host_str() {
-            Some(h) if !h.is_empty() => canonical_host(h),
-            _ => return Err(ValidationError::UrlMissingHost),
-        };
-        if self.own_hosts.contains(&host) {
-            return Err(ValidationError::UrlSelfReference(host));
-        }
+        self.check_host(&url)?;
         let normalized = String::from(url);
         // Normalization percent-encodes and punycodes, so it can grow past the limit.
         if normalized.len() > self.max_length {
             return Err(ValidationError::UrlTooLong(self.max_length));
         }
         Ok(normalized)
+    }
+
+    /// Length, characters, then the WHATWG parser.
+    fn parse(&self, raw: &str) -> Result<Url, ValidationError> {
+        if raw.len() > self.max_length {
+            return Err(ValidationError::UrlTooLong(self.max_length));
+        }
+        // People paste URLs with spaces around them; only the plain space is trimmed, since a
+        // tab or newline there is as suspicious as anywhere else.
+        let trimmed = raw.trim_matches(' ');
+        // The WHATWG parser silently strips leading and trailing control characters and drops
+        // tabs and newlines anywhere. A link whose meaning depends on that (or on characters a
+        // person cannot see) is a trick, not a typo: refuse it instead. Spaces inside are
+        // kept: the parser percent-encodes them in the path, query and fragment (as browsers
+        // do) and refuses them in the host.
+        if trimmed.chars().any(is_refused_char) {
+            return Err(ValidationError::UrlInvalidCharacters);
+        }
+        Url::parse(trimmed).map_err(|e| match e {
+            url::ParseError::EmptyHost => ValidationError::UrlMissingHost,
+            other => ValidationError::InvalidUrl(other.to_string()),
+        })
+    }
+
+    /// Host present, not this shortener, not private, not blocked.
+    fn check_host(&self, url: &Url) -> Result<(), ValidationError> {
+        let name = url.host_str().map(canonical_host).unwrap_or_default();
+        // `https://./` (or `%2e`) parses, with a host of dots that names nothing.
+        let Some(host) = url.host().filter(|_| !name.is_empty()) else {
+            return Err(ValidationError::UrlMissingHost);
+        };
+        if self.own_hosts.contains(&name) {
+            return Err(ValidationError::UrlSelfReference(name));
+        }
+        // The parsed host, not the text: the parser reads `2130706433`, `127.1` and
+        // `0x7f.1` as 127.0.0.1.
+        let private = match host {
+            Host::Domain(_) => targets::is_local_name(&name),
+            Host::Ipv4(ip) => targets::is_private_ipv4(ip),
+            Host::Ipv6(ip) => targets::is_private_ipv6(ip),
+        };
+        if private && !self.allow_private_targets {
+            return Err(ValidationError::UrlPrivateTarget(name));
+        }
+        // The list holds domains; an IP address never matches it.
+        if let Host::Domain(_) = host
+            && let Some(entry) = self.blocklist.find(&name)
+        {
+            return Err(ValidationError::UrlBlocked(entry));
+        }
+        Ok(())
     }
 }
 
@@ -123,13 +184,15 @@ fn canonical_host(host: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
-/// Control characters (C0, DEL, C1), any Unicode whitespace, and the invisible formatting
-/// characters used to disguise text (zero-width spaces and joiners, bidirectional overrides,
-/// the byte-order mark).
-fn is_suspicious_char(c: char) -> bool {
-    c.is_control()
-        || c.is_whitespace()
-        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{00AD}')
+/// Control characters (C0, DEL, C1), Unicode whitespace other than the plain space (tabs,
+/// newlines, no-break and other wide spaces), and the invisible formatting characters used to
+/// disguise text (zero-width spaces and joiners, bidirectional overrides, the byte-order mark,
+/// the soft hyphen).
+fn is_refused_char(c: char) -> bool {
+    c != ' '
+        && (c.is_control()
+            || c.is_whitespace()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{00AD}'))
 }
 
 /// Checks a custom alias.
@@ -159,7 +222,10 @@ pub fn parse_expires_at(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, 
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::blocklist::Blocklist;
 
     fn policy() -> UrlPolicy {
         UrlPolicy::new(8_192, &Url::parse("https://kurz.example/").expect("valid"))
@@ -184,17 +250,142 @@ mod tests {
             p.normalize("https://bücher.example/").as_deref(),
             Ok("https://xn--bcher-kva.example/")
         );
+    }
+
+    #[test]
+    fn spaces_inside_are_percent_encoded_and_spaces_around_are_trimmed() {
+        let p = policy();
         assert_eq!(
-            p.normalize("https://example.com/a b")
-                .err()
-                .map(|e| e.code()),
-            Some("url_invalid_characters")
+            p.normalize("https://example.com/my file.pdf").as_deref(),
+            Ok("https://example.com/my%20file.pdf")
+        );
+        assert_eq!(
+            p.normalize("  https://example.com/a b?q=x y#p q  ")
+                .as_deref(),
+            Ok("https://example.com/a%20b?q=x%20y#p%20q")
+        );
+        assert_eq!(code_of("https://exa mple.com/"), "invalid_url");
+        assert_eq!(code_of("https:// example.com/"), "invalid_url");
+        for refused in [
+            "\thttps://example.com/",
+            "https://example.com/\n",
+            "https://example.com/a\r\nb",
+            "https://example.com/a\u{A0}b",
+            "\u{3000}https://example.com/",
+            "https://example.com/a\u{2009}b",
+        ] {
+            assert_eq!(code_of(refused), "url_invalid_characters", "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn private_targets_are_refused_in_every_form_the_parser_reads() {
+        for private in [
+            "http://localhost/",
+            "http://LOCALHOST./",
+            "http://foo.localhost:8080/",
+            "http://127.0.0.1/",
+            "http://2130706433/",
+            "http://127.1/",
+            "http://0x7f.1/",
+            "http://0177.0.0.1/",
+            "http://[::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[::ffff:7f00:1]/",
+            "http://[64:ff9b::a00:1]/",
+            "http://10.0.0.1/",
+            "http://172.16.0.1/",
+            "http://192.168.1.1/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://100.64.0.1/",
+            "http://[fe80::1]/",
+            "http://224.0.0.1/",
+            "http://255.255.255.255/",
+            "http://0.0.0.0/",
+            "http://0/",
+            "http://[::]/",
+            "http://[fd00::1]/",
+            "http://[ff02::1]/",
+        ] {
+            assert_eq!(code_of(private), "url_private_target", "{private}");
+        }
+        for public in [
+            "http://93.184.216.34/",
+            "http://[2606:2800:220:1:248:1893:25c8:1946]/",
+            "http://localhost.example/",
+            "http://100.128.0.1/",
+        ] {
+            assert_eq!(code_of(public), "ok", "{public}");
+        }
+    }
+
+    #[test]
+    fn private_targets_are_accepted_when_allowed() {
+        let p = UrlPolicy {
+            allow_private_targets: true,
+            ..policy()
+        };
+        assert_eq!(
+            p.normalize("http://2130706433/").as_deref(),
+            Ok("http://127.0.0.1/")
+        );
+        assert_eq!(
+            p.normalize("http://Intranet.LOCALHOST./").as_deref(),
+            Ok("http://intranet.localhost./")
+        );
+    }
+
+    #[test]
+    fn blocked_domains_and_their_subdomains_are_refused() {
+        for blocked in [
+            "https://bit.ly/x",
+            "https://www.bit.ly/x",
+            "https://BIT.LY./x",
+            "http://tinyurl.com/abc",
+        ] {
+            assert_eq!(code_of(blocked), "url_blocked", "{blocked}");
+        }
+        assert_eq!(
+            policy().normalize("https://www.bit.ly/x"),
+            Err(ValidationError::UrlBlocked("bit.ly".into()))
+        );
+        assert_eq!(code_of("https://notbit.ly/"), "ok");
+        let p = UrlPolicy {
+            blocklist: SharedBlocklist::new(Arc::new(Blocklist::default())),
+            ..policy()
+        };
+        assert_eq!(
+            p.normalize("https://bit.ly/x").as_deref(),
+            Ok("https://bit.ly/x")
+        );
+    }
+
+    #[test]
+    fn the_first_failing_rule_answers() {
+        let own_ip = UrlPolicy::new(8_192, &Url::parse("http://127.0.0.1:8080/").expect("valid"));
+        assert_eq!(
+            own_ip.normalize("http://127.0.0.1/x").map_err(|e| e.code()),
+            Err("url_self_reference")
+        );
+        assert_eq!(code_of("http://user@localhost/"), "url_has_credentials");
+        assert_eq!(code_of("ftp://localhost/"), "unsupported_scheme");
+        let blocked_local = UrlPolicy {
+            blocklist: SharedBlocklist::new(Arc::new(
+                Blocklist::parse("localhost").expect("valid"),
+            )),
+            ..policy()
+        };
+        assert_eq!(
+            blocked_local
+                .normalize("http://localhost/")
+                .map_err(|e| e.code()),
+            Err("url_private_target")
         );
     }
 
     #[test]
     fn each_rule_has_its_code() {
-        assert_eq!(code_of("not a url"), "url_invalid_characters");
+        assert_eq!(code_of("not a url"), "invalid_url");
         assert_eq!(code_of("example.com/path"), "invalid_url");
         assert_eq!(code_of("ftp://example.com/"), "unsupported_scheme");
         assert_eq!(code_of("javascript:alert(1)"), "unsupported_scheme");
@@ -204,8 +395,14 @@ mod tests {
         );
         assert_eq!(code_of("https://user@example.com/"), "url_has_credentials");
         assert_eq!(code_of("http://"), "url_missing_host");
+        assert_eq!(code_of("https://./"), "url_missing_host");
+        assert_eq!(code_of("http://%2e%2E./x"), "url_missing_host");
         assert_eq!(code_of("https://KURZ.example./x"), "url_self_reference");
-        assert_eq!(code_of(" https://example.com/"), "url_invalid_characters");
+        assert_eq!(code_of(" https://example.com/ "), "ok");
+        assert_eq!(
+            code_of("https://example.com/\u{A0}"),
+            "url_invalid_characters"
+        );
         assert_eq!(code_of("https://exa\tmple.com/"), "url_invalid_characters");
         assert_eq!(
             code_of("https://example.com/\u{202E}gpj.exe"),

@@ -14,6 +14,8 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use figment::value::Value;
+
 pub use database::{BreakerSettings, DatabaseSettings};
 pub use http::{HttpSettings, TrustedProxies};
 pub use redis::RedisSettings;
@@ -72,6 +74,23 @@ where
     ))
 }
 
+/// A switch as written in `variable`: `true` or `false` in any case; unset is false. Nothing
+/// else (not `yes`, not `1`): a typo such as `ture` must stop the binary, not quietly leave a
+/// check on or off. `raw` is a raw value because the source reads `true` as a boolean and
+/// `TRUE` as a string.
+pub fn flag(variable: &'static str, raw: Option<Value>) -> Result<bool, SettingsError> {
+    match raw {
+        None => Ok(false),
+        Some(Value::Bool(_, b)) => Ok(b),
+        Some(Value::String(_, s)) if s.trim().eq_ignore_ascii_case("true") => Ok(true),
+        Some(Value::String(_, s)) if s.trim().eq_ignore_ascii_case("false") => Ok(false),
+        Some(other) => Err(SettingsError::invalid(
+            variable,
+            format!("{} is not true or false", other.to_actual()),
+        )),
+    }
+}
+
 /// An `address:port` to bind, as written in `variable`.
 pub fn socket_addr(variable: &'static str, raw: &str) -> Result<SocketAddr, SettingsError> {
     raw.parse()
@@ -85,4 +104,31 @@ pub fn positive_secs(variable: &'static str, secs: u64) -> Result<Duration, Sett
         return Err(SettingsError::invalid(variable, "must be at least 1"));
     }
     Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(raw: &str) -> Result<bool, SettingsError> {
+        #[derive(serde::Deserialize)]
+        struct Raw {
+            switch: Option<Value>,
+        }
+        let raw: Raw = Source::from_vars([("KURZ_SWITCH", raw)]).extract()?;
+        flag("KURZ_SWITCH", raw.switch)
+    }
+
+    #[test]
+    fn a_flag_is_true_or_false_in_any_case_and_unset_is_false() {
+        assert!(read("true").expect("valid"));
+        assert!(read("TRUE").expect("valid"));
+        assert!(!read("false").expect("valid"));
+        assert!(!read("False").expect("valid"));
+        assert!(!read("").expect("empty is unset"));
+        for wrong in ["yes", "1", "ture"] {
+            let err = read(wrong).expect_err("refused");
+            assert!(err.to_string().contains("KURZ_SWITCH"), "{err}");
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Stack, error_code};
+use crate::helpers::{Stack, error_code, eventually};
 
 /// Sends `body` as JSON and checks the refusal and that no link, issued code or pool key
 /// changed.
@@ -88,12 +88,60 @@ async fn a_relative_url_is_invalid() {
     .await;
 }
 
+/// Posts each `(url, code)` on one stack: each is refused with its code, and nothing is
+/// written by any of them.
+async fn assert_all_refused(stack: &Stack, cases: &[(&str, &str)]) {
+    for (url, code) in cases {
+        let response = stack.post(&json!({ "url": url })).await;
+        assert_refusal(stack, response, UNPROCESSABLE, code).await;
+    }
+}
+
+/// Creates a link to `url` and checks the 201 body and the stored row both hold `expected`.
+async fn assert_created(stack: &Stack, url: &str, expected: &str) {
+    let response = stack.post(&json!({ "url": url })).await;
+    assert_eq!(response.status(), StatusCode::CREATED, "status for {url:?}");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["url"], expected, "{url:?}");
+    let stored: String = stack
+        .env
+        .sql()
+        .await
+        .query_one(
+            "SELECT target_url FROM links WHERE code = $1",
+            &[&body["code"].as_str().expect("code")],
+        )
+        .await
+        .expect("committed row")
+        .get(0);
+    assert_eq!(stored, expected, "{url:?}");
+}
+
 #[tokio::test]
-async fn whitespace_in_a_url_is_refused() {
-    assert_refused(
-        json!({ "url": " https://example.com/" }),
-        UNPROCESSABLE,
-        "url_invalid_characters",
+async fn spaces_inside_a_url_are_stored_percent_encoded_and_spaces_around_it_trimmed() {
+    let stack = Stack::start(1, 20).await;
+
+    assert_created(
+        &stack,
+        "  https://example.com/my file.pdf?q=a b  ",
+        "https://example.com/my%20file.pdf?q=a%20b",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn tabs_newlines_other_spaces_and_a_space_in_the_host_are_refused() {
+    let stack = Stack::start(1, 20).await;
+
+    assert_all_refused(
+        &stack,
+        &[
+            ("\thttps://example.com/", "url_invalid_characters"),
+            ("https://example.com/a\nb", "url_invalid_characters"),
+            ("https://example.com/\r", "url_invalid_characters"),
+            ("https://example.com/a\u{A0}b", "url_invalid_characters"),
+            ("https://exa mple.com/", "invalid_url"),
+        ],
     )
     .await;
 }
@@ -291,4 +339,158 @@ async fn unknown_routes_and_methods_get_json_errors() {
     assert_eq!(error_code(put).await, "method_not_allowed");
     assert_eq!(nowhere.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(nowhere).await, "not_found");
+}
+
+const PRIVATE_TARGETS: &[&str] = &[
+    "http://localhost/",
+    "http://foo.localhost/",
+    "http://LOCALHOST./",
+    "http://127.0.0.1/",
+    "http://2130706433/",
+    "http://127.1/",
+    "http://0x7f.1/",
+    "http://[::1]/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://[::ffff:7f00:1]/",
+    "http://10.0.0.1/",
+    "http://172.16.0.1/",
+    "http://192.168.1.1/",
+    "http://169.254.169.254/",
+    "http://100.64.0.1/",
+    "http://[fe80::1]/",
+    "http://224.0.0.1/",
+    "http://255.255.255.255/",
+    "http://0.0.0.0/",
+    "http://[::]/",
+    "http://[fd00::1]/",
+    "http://[ff02::1]/",
+];
+
+/// The test stack's public base URL is the redirect service on 127.0.0.1, and a target on the
+/// shortener's own host is refused as `url_self_reference` first; these tests put the
+/// shortener on a public name, as in production.
+const PUBLIC_BASE_URL: (&str, &str) = ("KURZ_PUBLIC_BASE_URL", "https://kurz.test/");
+
+#[tokio::test]
+async fn private_targets_are_refused_in_every_form() {
+    let stack = Stack::start_with(1, 20, &[PUBLIC_BASE_URL]).await;
+
+    let cases: Vec<_> = PRIVATE_TARGETS
+        .iter()
+        .map(|url| (*url, "url_private_target"))
+        .collect();
+    assert_all_refused(&stack, &cases).await;
+}
+
+#[tokio::test]
+async fn a_public_ip_address_is_accepted() {
+    let stack = Stack::start(1, 20).await;
+
+    assert_created(&stack, "http://93.184.216.34/", "http://93.184.216.34/").await;
+    assert_created(
+        &stack,
+        "http://[2606:2800:220:1:248:1893:25c8:1946]/",
+        "http://[2606:2800:220:1:248:1893:25c8:1946]/",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn private_targets_are_accepted_when_allowed() {
+    let stack = Stack::start_with(
+        1,
+        20,
+        &[PUBLIC_BASE_URL, ("KURZ_ALLOW_PRIVATE_TARGETS", "true")],
+    )
+    .await;
+
+    assert_created(&stack, "http://10.0.0.1/wiki", "http://10.0.0.1/wiki").await;
+    assert_created(&stack, "http://2130706433/", "http://127.0.0.1/").await;
+    assert_created(
+        &stack,
+        "http://intranet.localhost/",
+        "http://intranet.localhost/",
+    )
+    .await;
+    assert_eq!(stack.count("SELECT count(*) FROM links").await, 3);
+}
+
+#[tokio::test]
+async fn other_shorteners_are_refused_by_the_default_blocklist() {
+    let stack = Stack::start(1, 20).await;
+
+    assert_all_refused(
+        &stack,
+        &[
+            ("https://bit.ly/x", "url_blocked"),
+            ("https://www.bit.ly/x", "url_blocked"),
+            ("https://BIT.LY./x", "url_blocked"),
+            ("https://tinyurl.com/abc", "url_blocked"),
+        ],
+    )
+    .await;
+    assert_created(&stack, "https://notbit.ly/", "https://notbit.ly/").await;
+}
+
+/// Whether a create to `url` is refused as blocked; an accepted one writes a link.
+async fn is_blocked(stack: &Stack, url: &str) -> bool {
+    let response = stack.post(&json!({ "url": url })).await;
+    response.status() == UNPROCESSABLE && error_code(response).await == "url_blocked"
+}
+
+#[tokio::test]
+async fn the_blocklist_file_is_reloaded_when_it_changes() {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), "blocked.example\n").expect("write the list");
+    let path = file.path().to_str().expect("a UTF-8 path");
+    // Enough keys for the creates that succeed while polling for the reload below.
+    let stack = Stack::start_with(1, 1_000, &[("KURZ_BLOCKLIST_FILE", path)]).await;
+    assert_blocked_writing_nothing(&stack, "https://blocked.example/").await;
+    assert_created(&stack, "https://later.example/", "https://later.example/").await;
+    assert_blocked_writing_nothing(&stack, "https://www.blocked.example/").await;
+    // The file replaces the built-in list rather than adding to it.
+    assert_created(&stack, "https://bit.ly/x", "https://bit.ly/x").await;
+
+    std::fs::write(file.path(), "# now this one\nlater.example\n").expect("rewrite the list");
+
+    eventually("later.example is refused", || {
+        is_blocked(&stack, "https://later.example/")
+    })
+    .await;
+    assert_created(
+        &stack,
+        "https://blocked.example/",
+        "https://blocked.example/",
+    )
+    .await;
+    assert_blocked_writing_nothing(&stack, "https://www.later.example/").await;
+}
+
+/// Refused as blocked, with as many links stored after as before.
+async fn assert_blocked_writing_nothing(stack: &Stack, url: &str) {
+    let before = stack.count("SELECT count(*) FROM links").await;
+    let response = stack.post(&json!({ "url": url })).await;
+    assert_eq!(response.status(), UNPROCESSABLE);
+    assert_eq!(error_code(response).await, "url_blocked");
+    assert_eq!(stack.count("SELECT count(*) FROM links").await, before);
+}
+
+#[tokio::test]
+async fn a_missing_blocklist_file_stops_the_service_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("missing.txt");
+    let source = kurz_settings::Source::default().with(
+        "KURZ_BLOCKLIST_FILE",
+        missing.to_str().expect("a UTF-8 path"),
+    );
+    let settings = kurz_create::Settings::from_source(&source).expect("valid settings");
+
+    // Read before anything else: no PostgreSQL is needed to fail.
+    let Err(error) = kurz_create::Application::build(settings).await else {
+        panic!("the service started without its blocklist");
+    };
+
+    let message = format!("{error:#}");
+    assert!(message.contains("KURZ_BLOCKLIST_FILE"), "{message}");
+    assert!(message.contains("missing.txt"), "{message}");
 }
