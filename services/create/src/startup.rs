@@ -63,17 +63,14 @@ impl Application {
             settings.access,
             settings.http.trusted_proxies.clone(),
         );
-        let invalidations = tokio::spawn({
+        let invalidations = {
             let verifier = verifier.clone();
-            let (url, timeout) = (settings.redis.url.clone(), settings.redis.connect_timeout);
-            async move {
-                let channel = kurz_repository::invalidation::AUTH_CHANNEL;
-                kurz_repository::invalidation::follow(url, timeout, channel, |event| {
-                    verifier.invalidate(event)
-                })
-                .await;
-            }
-        });
+            let channel = kurz_repository::invalidation::AUTH_CHANNEL;
+            kurz_repository::invalidation::spawn_follower(&settings.redis, channel, move |event| {
+                let verifier = verifier.clone();
+                async move { verifier.invalidate(event).await }
+            })
+        };
         let state = web::Data::new(State {
             verifier,
             guard,

@@ -49,17 +49,14 @@ impl Application {
             settings.redirect.local_cache_ttl,
             settings.redirect.local_cache_capacity,
         );
-        let invalidations = tokio::spawn({
+        let invalidations = {
             let resolver = resolver.clone();
-            let (url, timeout) = (settings.redis.url.clone(), settings.redis.connect_timeout);
-            async move {
-                let channel = kurz_repository::invalidation::CHANNEL;
-                kurz_repository::invalidation::follow(url, timeout, channel, |event| {
-                    resolver.invalidate(event)
-                })
-                .await;
-            }
-        });
+            let channel = kurz_repository::invalidation::CHANNEL;
+            kurz_repository::invalidation::spawn_follower(&settings.redis, channel, move |event| {
+                let resolver = resolver.clone();
+                async move { resolver.invalidate(event).await }
+            })
+        };
         let state = web::Data::new(State {
             resolver,
             status: settings.redirect.status,

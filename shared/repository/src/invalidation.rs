@@ -33,6 +33,21 @@ pub enum Invalidation {
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
+/// Follows `channel` on a task of its own (see [`follow`]), with the Redis of `settings`.
+/// Abort the handle to stop.
+pub fn spawn_follower<F, Fut>(
+    settings: &kurz_settings::RedisSettings,
+    channel: &'static str,
+    on_event: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(Invalidation) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (url, timeout) = (settings.url.clone(), settings.connect_timeout);
+    tokio::spawn(follow(url, timeout, channel, on_event))
+}
+
 /// Follows `channel` until the future is dropped, reconnecting with backoff (100 ms
 /// doubling to 5 s) whenever the subscription breaks. Uses its own connection: a pooled,
 /// multiplexed one must never carry a subscription.
