@@ -80,6 +80,10 @@ pub enum ApiError {
     /// 422 `invalid_scopes`: no scopes, or one that does not exist.
     #[error("scopes must be one or more of links:read, links:write, stats:read, admin")]
     InvalidScopes,
+    /// 400 `invalid_query`: the query string has unknown parameters or values of the wrong
+    /// type.
+    #[error("the query string is not valid: {0}")]
+    InvalidQuery(String),
     /// 422 `invalid_rate_limit`.
     #[error("rate_limit_per_minute must be 1 to 1,000,000")]
     InvalidRateLimit,
@@ -122,6 +126,7 @@ impl ApiError {
             Self::InvalidName => "invalid_name",
             Self::InvalidScopes => "invalid_scopes",
             Self::InvalidRateLimit => "invalid_rate_limit",
+            Self::InvalidQuery(_) => "invalid_query",
             Self::NotFound | Self::NoRoute | Self::NoSuchAccount | Self::NoSuchKey => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::AliasTaken => "alias_taken",
@@ -197,7 +202,9 @@ impl ResponseError for ApiError {
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::AccountNameTaken => StatusCode::CONFLICT,
             Self::NoSuchAccount | Self::NoSuchKey => StatusCode::NOT_FOUND,
-            Self::InvalidJson(_) | Self::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+            Self::InvalidJson(_) | Self::InvalidIdempotencyKey | Self::InvalidQuery(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound | Self::NoRoute => StatusCode::NOT_FOUND,

@@ -97,6 +97,10 @@ impl Application {
                 .app_data(json)
                 // A path segment of the wrong type (`/api/v1/keys/abc`) names nothing.
                 .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NoRoute.into()))
+                .app_data(
+                    web::QueryConfig::default()
+                        .error_handler(|e, _| ApiError::InvalidQuery(e.to_string()).into()),
+                )
                 .route("/healthz", kurz_http::get_or_head().to(kurz_http::healthz))
                 .route("/readyz", kurz_http::get_or_head().to(routes::readyz))
                 .route("/metrics", web::get().to(routes::metrics))

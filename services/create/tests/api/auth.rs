@@ -411,6 +411,14 @@ async fn admin_bodies_are_checked_and_unknown_ids_are_404() {
         let response = post(path.clone(), body).await.expect("post");
         assert_eq!(error_code(response).await, code, "{path}");
     }
+    let bad_query = stack
+        .client
+        .get(stack.create().url("/api/v1/keys?account_id=abc"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(bad_query.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(bad_query).await, "invalid_query");
     let revoke = stack
         .client
         .delete(stack.create().url("/api/v1/keys/999999"))
