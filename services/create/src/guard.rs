@@ -5,11 +5,14 @@
 //! 1. The client IP (the TCP peer, or what trusted proxies say; see `kurz_http::client_ip`).
 //! 2. The credentials the request presents, checked (see [`crate::auth`]). A request that
 //!    sends a key is never treated as anonymous, even with a bad key.
-//! 3. At once, in one round trip to Redis (two commands pipelined on one connection): whether
-//!    the IP has spent its failed-authentication budget, and the caller's rate limit (the key,
-//!    or the IP for anonymous requests). A failed authentication is then counted against the
-//!    IP.
-//! 4. The caller goes into the request's extensions for the handlers' extractors, and every
+//! 3. Whether the IP has spent its failed-authentication budget: from memory, with no I/O.
+//!    The instance that counts the failure past the budget announces the block on the auth
+//!    channel (`block:{ip}:{ms}`), and every instance remembers it until its window ends. A
+//!    lost message lets the IP through on that instance only until its next failure there,
+//!    which the shared counter refuses (and announces again).
+//! 4. The caller's rate limit (the key, or the IP for requests without one): one script call
+//!    in Redis. A failed authentication is counted against the IP instead.
+//! 5. The caller goes into the request's extensions for the handlers' extractors, and every
 //!    response gets the rate-limit headers of the limit that applied.
 
 use std::net::IpAddr;
@@ -22,6 +25,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage as _, ResponseError as _, web};
 use kurz_ratelimit::{Budget, Limit, Limiter, Quota, Store, Verdict as Counted, WindowCounter};
+use kurz_repository::invalidation::{AUTH_CHANNEL, Invalidation};
 use kurz_repository::{Credential, RedisCache};
 use kurz_settings::RedisSettings;
 use kurz_settings::TrustedProxies;
@@ -40,6 +44,8 @@ pub struct Guard {
 #[derive(Debug)]
 struct Inner {
     verifier: Verifier,
+    /// For announcing blocks to the other instances.
+    cache: RedisCache,
     keys: Limiter,
     anonymous: Limiter,
     failures: WindowCounter,
@@ -71,6 +77,7 @@ impl Guard {
         Self {
             inner: Arc::new(Inner {
                 verifier,
+                cache: cache.clone(),
                 keys: Limiter::new(&store, Limit::ApiKey),
                 anonymous: Limiter::new(&store, Limit::Anonymous),
                 failures: WindowCounter::new(&store, Limit::AuthFailures),
@@ -80,16 +87,42 @@ impl Guard {
         }
     }
 
+    /// Applies a message of the auth channel: a block found by another instance, or a key or
+    /// account that changed (for the verifier).
+    pub async fn on_auth_event(&self, event: Invalidation) {
+        if let Invalidation::Code(payload) = &event
+            && let Some(block) = payload.strip_prefix("block:")
+        {
+            match block
+                .rsplit_once(':')
+                .and_then(|(ip, ms)| Some((ip, ms.parse().ok()?)))
+            {
+                Some((ip, ms)) => self
+                    .inner
+                    .failures
+                    .remember_block(ip, Duration::from_millis(ms)),
+                None => tracing::warn!("unreadable block announcement"),
+            }
+            return;
+        }
+        self.inner.verifier.invalidate(event).await;
+    }
+
     async fn decide(&self, request: &ServiceRequest) -> Verdict {
         let this = &*self.inner;
         let ip = kurz_http::client_ip::subject(this.client_ip(request));
+        // A blocked IP is refused before anything else is looked at: no lookup for its key,
+        // and no Redis call.
+        if let Some(left) = this.failures.blocked_here(&ip) {
+            return blocked_verdict(this.failure_budget(), left);
+        }
         match presented(request.headers()) {
             // Requests without credentials are anonymous ones, limited per IP whether or not
             // anonymous creation is on; without it they are then refused. They are not
             // guesses at a key, so they are not failures.
             Presented::Nothing => {
                 let quota = Quota::per_minute(this.access.anonymous_rate_limit);
-                match this.limited(&this.anonymous, &ip, &ip, quota).await {
+                match this.limited(&this.anonymous, &ip, quota).await {
                     Ok(headers) if this.access.anonymous_create => {
                         Verdict::Admit(Caller::Anonymous, headers)
                     }
@@ -102,7 +135,7 @@ impl Guard {
                 Ok(credential) => {
                     let quota = Quota::per_minute(this.key_limit(&credential));
                     let subject = credential.key.id.to_string();
-                    match this.limited(&this.keys, &subject, &ip, quota).await {
+                    match this.limited(&this.keys, &subject, quota).await {
                         Ok(headers) => Verdict::Admit(Caller::Key(credential), headers),
                         Err(refusal) => refusal,
                     }
@@ -127,24 +160,15 @@ impl Inner {
         Budget::per_minute(self.access.auth_failure_limit)
     }
 
-    /// Takes one request from `subject`'s limit and checks the IP's failure block, at once
-    /// (two commands pipelined on the shared connection: one round trip). `Ok` with the
-    /// limit's headers, or the refusal.
+    /// Takes one request from `subject`'s limit. `Ok` with the limit's headers, or the
+    /// refusal.
     async fn limited(
         &self,
         limiter: &Limiter,
         subject: &str,
-        ip: &str,
         quota: Quota,
     ) -> Result<Headers, Verdict> {
-        let budget = self.failure_budget();
-        let (blocked, decision) = tokio::join!(
-            self.failures.peek(ip, budget),
-            limiter.check(subject, quota)
-        );
-        if let Some(left) = blocked {
-            return Err(blocked_verdict(budget, left));
-        }
+        let decision = limiter.check(subject, quota).await;
         let headers = decision.headers();
         match decision.retry_after {
             Some(wait) => Err(Verdict::Refuse(
@@ -158,10 +182,22 @@ impl Inner {
     /// Counts a failed authentication against the IP: `error`, or 429 once past the budget.
     async fn failed(&self, ip: &str, error: ApiError) -> Verdict {
         let counted = self.failures.record(ip, self.failure_budget()).await;
+        if counted.blocked {
+            self.announce_block(ip, counted.reset).await;
+        }
         let headers = counted.headers();
         match counted.retry_after {
             Some(wait) => Verdict::Refuse(ApiError::RateLimited(whole_secs(wait)), headers),
             None => Verdict::Refuse(error, headers),
+        }
+    }
+
+    /// Tells the other instances that `ip` is blocked for `left`. Best-effort: an instance that
+    /// misses it learns the block from the shared counter at the IP's next failure there.
+    async fn announce_block(&self, ip: &str, left: Duration) {
+        let payload = format!("block:{ip}:{}", left.as_millis());
+        if let Err(e) = self.cache.publish(AUTH_CHANNEL, &payload).await {
+            tracing::debug!(error = %e, "announcing a failed-authentication block failed");
         }
     }
 

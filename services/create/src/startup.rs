@@ -64,11 +64,11 @@ impl Application {
             settings.http.trusted_proxies.clone(),
         );
         let invalidations = {
-            let verifier = verifier.clone();
+            let guard = guard.clone();
             let channel = kurz_repository::invalidation::AUTH_CHANNEL;
             kurz_repository::invalidation::spawn_follower(&settings.redis, channel, move |event| {
-                let verifier = verifier.clone();
-                async move { verifier.invalidate(event).await }
+                let guard = guard.clone();
+                async move { guard.on_auth_event(event).await }
             })
         };
         let state = web::Data::new(State {

@@ -162,6 +162,14 @@ impl WindowCounter {
         }
     }
 
+    /// Remembers a block another instance found (announced over pub/sub, say), so this one
+    /// refuses `subject` for `left` without asking Redis.
+    pub fn remember_block(&self, subject: &str, left: Duration) {
+        if !left.is_zero() {
+            self.blocks.insert(subject, left);
+        }
+    }
+
     /// Remembers the block here; returns its `Retry-After`.
     fn block(&self, subject: &str, left: Duration) -> Duration {
         self.blocks.insert(subject, left);

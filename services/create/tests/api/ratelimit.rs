@@ -98,6 +98,39 @@ async fn an_ip_past_its_failed_authentication_budget_is_429_even_with_a_valid_ke
 }
 
 #[tokio::test]
+async fn a_block_found_by_one_instance_refuses_the_ip_on_another() {
+    let stack = Stack::start(0, 10).await;
+    let vars = [("KURZ_AUTH_FAILURE_LIMIT_PER_MINUTE", "3")];
+    let first = spawn_create(&stack.env, &stack.redirect, &vars).await;
+    let second = spawn_create(&stack.env, &stack.redirect, &vars).await;
+    let second_url = second.url("/api/v1/links/nothere");
+    assert_eq!(
+        probe(&stack.client, &second_url).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let guesser = http_client_with_key("kurz_guessing-a-key");
+
+    let statuses: Vec<StatusCode> = {
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            out.push(
+                probe(&guesser, &first.url("/api/v1/links/nothere"))
+                    .await
+                    .status(),
+            );
+        }
+        out
+    };
+
+    assert_eq!(statuses[3], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+    // The second instance never saw a failure: it learns the block from the first.
+    crate::helpers::eventually("the block reaches the other instance", || async {
+        probe(&stack.client, &second_url).await.status() == StatusCode::TOO_MANY_REQUESTS
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn requests_without_a_key_are_limited_per_ip() {
     let stack = Stack::start(0, 10).await;
     let open = spawn_create(
