@@ -15,7 +15,6 @@
 //! 5. The caller goes into the request's extensions for the handlers' extractors, and every
 //!    response gets the rate-limit headers of the limit that applied.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,7 +109,7 @@ impl Guard {
 
     async fn decide(&self, request: &ServiceRequest) -> Verdict {
         let this = &*self.inner;
-        let ip = kurz_http::client_ip::subject(this.client_ip(request));
+        let ip = kurz_http::client_ip::request_subject(request.request(), &this.trusted);
         // A blocked IP is refused before anything else is looked at: no lookup for its key,
         // and no Redis call.
         if let Some(left) = this.failures.blocked_here(&ip) {
@@ -172,7 +171,7 @@ impl Inner {
         let headers = decision.headers();
         match decision.retry_after {
             Some(wait) => Err(Verdict::Refuse(
-                ApiError::RateLimited(whole_secs(wait)),
+                ApiError::RateLimited(wait.as_secs()),
                 headers,
             )),
             None => Ok(headers),
@@ -187,7 +186,7 @@ impl Inner {
         }
         let headers = counted.headers();
         match counted.retry_after {
-            Some(wait) => Verdict::Refuse(ApiError::RateLimited(whole_secs(wait)), headers),
+            Some(wait) => Verdict::Refuse(ApiError::RateLimited(wait.as_secs()), headers),
             None => Verdict::Refuse(error, headers),
         }
     }
@@ -200,17 +199,10 @@ impl Inner {
             tracing::debug!(error = %e, "announcing a failed-authentication block failed");
         }
     }
-
-    fn client_ip(&self, request: &ServiceRequest) -> IpAddr {
-        // actix always knows the peer of a TCP connection; only a test request lacks one.
-        let peer = request
-            .peer_addr()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-        kurz_http::client_ip::client_ip(peer, request.headers(), &self.trusted)
-    }
 }
 
 /// The refusal of an IP past its failed-authentication budget, with that budget's headers.
+/// (Every wait kurz-ratelimit gives is already whole seconds, at least one.)
 fn blocked_verdict(budget: Budget, left: Duration) -> Verdict {
     let spent = Counted {
         blocked: true,
@@ -222,12 +214,7 @@ fn blocked_verdict(budget: Budget, left: Duration) -> Verdict {
         policy: Limit::AuthFailures,
         fallback: false,
     };
-    Verdict::Refuse(ApiError::RateLimited(whole_secs(left)), spent.headers())
-}
-
-/// Whole seconds, rounded up, at least one: `Retry-After: 0` would invite a retry storm.
-fn whole_secs(d: Duration) -> u64 {
-    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+    Verdict::Refuse(ApiError::RateLimited(left.as_secs()), spent.headers())
 }
 
 /// The middleware (`from_fn(guard)`) on the `/api` scope.

@@ -21,11 +21,10 @@
 //! would add a Redis command to each of them (90% of requests in `redirect-uniform`); it is
 //! not done. With Redis down, each instance counts on its own (the fallback).
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use actix_web::HttpRequest;
-use kurz_http::client_ip::{client_ip, subject};
+use kurz_http::client_ip::request_subject;
 use kurz_ratelimit::{Budget, Limit, Store, WindowCounter};
 use kurz_repository::codes::is_well_formed;
 use kurz_settings::TrustedProxies;
@@ -70,11 +69,6 @@ impl ScanGuard {
     }
 
     fn subject(&self, request: &HttpRequest) -> String {
-        // Only a listener without addresses (a test request, a Unix socket) has no peer;
-        // those requests share one subject.
-        let peer = request
-            .peer_addr()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.ip());
-        subject(client_ip(peer, request.headers(), &self.trusted))
+        request_subject(request, &self.trusted)
     }
 }

@@ -37,6 +37,18 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) ->
     }
 }
 
+/// The per-IP rate-limit subject ([`subject`]) of `request`'s client ([`client_ip`]). Only a
+/// request without a TCP peer (a test request, a Unix socket) has no address; those share one
+/// subject.
+pub fn request_subject(request: &actix_web::HttpRequest, trusted: &TrustedProxies) -> String {
+    let peer = request
+        .peer_addr()
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |peer| {
+            peer.ip()
+        });
+    subject(client_ip(peer, request.headers(), trusted))
+}
+
 /// The subject per-IP rate limits count under: an IPv4 address as it is, an IPv6 address as
 /// its /64 network (`2001:db8:1:2::/64`). An IPv6 client usually owns a whole /64 (one per
 /// home or per cloud instance) and can pick a fresh address from it for every request, so

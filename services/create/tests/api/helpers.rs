@@ -160,18 +160,4 @@ pub async fn error_code(response: Response) -> String {
         .to_owned()
 }
 
-/// Polls `check` every 20 ms until it holds, for at most 10 s: for effects that land a moment
-/// after a request (pub/sub delivery, a breaker's backoff, a background cache fill).
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    for _ in 0..500 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("never happened: {what}");
-}
+pub use kurz_testkit::eventually;
