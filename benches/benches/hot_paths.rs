@@ -7,8 +7,8 @@ use actix_web::http::StatusCode;
 use actix_web::web;
 use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
-use kurz_create::routes::CreateLink;
-use kurz_create::validate::{UrlPolicy, check_alias, parse_expires_at};
+use kurz_create::request::CreateLink;
+use kurz_create::validate::UrlPolicy;
 use kurz_ratelimit::Store;
 use kurz_redirect::resolve::Resolver;
 use kurz_redirect::routes::{State, redirect};
@@ -59,13 +59,9 @@ fn create_request(c: &mut Criterion) {
     c.bench_function("create_request/parse_and_validate", |b| {
         b.iter(|| {
             let request: CreateLink = serde_json::from_slice(black_box(&body)).expect("valid body");
-            let url = policy.normalize(&request.url).expect("valid url");
-            let alias = request.alias.as_deref().map(check_alias);
-            let expiry = request
-                .expires_at
-                .as_deref()
-                .map(|raw| parse_expires_at(raw, Utc::now()));
-            (url, alias, expiry)
+            request
+                .validate(&policy, None, Utc::now())
+                .expect("valid request")
         })
     });
 }
@@ -102,6 +98,7 @@ fn redirect_hit(c: &mut Criterion) {
         let entry = CachedLink::Found {
             target_url: TARGET.to_owned(),
             expires_at: None,
+            behaviour: Default::default(),
         };
         resolver.warm("aB3xK9q", entry).await;
         web::Data::new(State {

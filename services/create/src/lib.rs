@@ -2,6 +2,7 @@
 //! # Layout
 //! - [`settings`]: `KURZ_*` variables of the create service.
 //! - [`validate`]: every rule a request must pass, each with its own error code.
+//! - [`request`]: the create body, and how it becomes a link to store.
 //! - [`blocklist`]: the domains refused as targets, and the watcher that reloads their file.
 //! - [`keys`]: the in-memory buffer of keys claimed from the pool in batches.
 //! - [`auth`]: API keys in request headers, the verified-key cache, scopes as extractors.
@@ -18,6 +19,7 @@ pub mod blocklist;
 pub mod error;
 pub mod guard;
 pub mod keys;
+pub mod request;
 pub mod routes;
 pub mod settings;
 pub mod startup;

@@ -12,14 +12,14 @@ use kurz_repository::{
     PgRepository, RedisCache, RepoError,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use url::Url;
 
 use crate::auth::{Authorized, Creator, LinksRead, LinksWrite, Verifier};
 use crate::error::ApiError;
 use crate::guard::Guard;
 use crate::keys::KeyBuffer;
-use crate::validate::{UrlPolicy, check_alias, parse_expires_at};
+use crate::request::{CreateLink, ValidCreate};
+use crate::validate::UrlPolicy;
 use kurz_repository::batch::InsertBatcher;
 
 /// A delete removes the cached entry twice: at once, and again after this delay, which
@@ -42,18 +42,6 @@ pub struct State {
     pub guard: Guard,
 }
 
-/// `POST /api/v1/links` body. Unknown fields are refused rather than ignored, so a client
-/// sending a field this version does not support learns it at once.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateLink {
-    pub url: String,
-    #[serde(default)]
-    pub alias: Option<String>,
-    #[serde(default)]
-    pub expires_at: Option<String>,
-}
-
 /// A link as the API shows it.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LinkView {
@@ -61,20 +49,61 @@ pub struct LinkView {
     pub short_url: String,
     pub url: String,
     pub created_at: DateTime<Utc>,
+    /// The last edit; `created_at` until the first.
+    pub updated_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// `active`, `expired` (by date or by visits) or `disabled`.
+    pub status: LinkStatus,
     /// Whether an admin disabled the link (it then answers 410).
     pub disabled: bool,
+    /// The link's own redirect status; `null`: the service default.
+    pub redirect_status: Option<u16>,
+    pub forward_query: bool,
+    pub expired_url: Option<String>,
+    pub max_visits: Option<i64>,
+    /// Redirects counted so far; `null` for a link without a visit limit, which counts none.
+    pub visits: Option<i64>,
+}
+
+/// Where a link stands, as listed and filtered.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkStatus {
+    Active,
+    Expired,
+    Disabled,
+}
+
+impl LinkStatus {
+    pub fn of(link: &Link, now: DateTime<Utc>) -> Self {
+        if link.disabled_at.is_some() {
+            Self::Disabled
+        } else if link.is_expired(now) {
+            Self::Expired
+        } else {
+            Self::Active
+        }
+    }
 }
 
 impl State {
-    fn view(&self, link: Link) -> LinkView {
+    pub(crate) fn view(&self, link: Link) -> LinkView {
+        let status = LinkStatus::of(&link, Utc::now());
+        let limited = link.behaviour.is_limited();
         LinkView {
             short_url: format!("{}{}", self.public_base_url, link.code),
+            status,
+            disabled: link.disabled_at.is_some(),
+            updated_at: link.updated_at.unwrap_or(link.created_at),
+            visits: limited.then_some(link.visits),
+            redirect_status: link.behaviour.redirect_status,
+            forward_query: link.behaviour.forward_query,
+            expired_url: link.behaviour.expired_url,
+            max_visits: link.behaviour.max_visits,
             code: link.code,
             url: link.target_url,
             created_at: link.created_at,
             expires_at: link.expires_at,
-            disabled: link.disabled_at.is_some(),
         }
     }
 }
@@ -91,25 +120,14 @@ pub async fn create(
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
     let idempotency_key = idempotency_key(&request)?;
-    let body = body.into_inner();
-    let new_link = NewLink {
-        target_url: state.url_policy.normalize(&body.url)?,
-        expires_at: body
-            .expires_at
-            .as_deref()
-            .map(|raw| parse_expires_at(raw, Utc::now()))
-            .transpose()?,
-        owner_id: caller.account_id(),
-    };
-    if let Some(alias) = body.alias.as_deref() {
-        check_alias(alias)?;
-    }
+    let valid = body.validate(&state.url_policy, caller.account_id(), Utc::now())?;
+    let alias = valid.alias.as_deref();
     let (link, replayed) = match idempotency_key {
-        None => (store(&state, body.alias.as_deref(), new_link).await?, false),
-        Some(key) => store_idempotent(&state, key, body.alias.as_deref(), &new_link).await?,
+        None => (store(&state, alias, valid.link.clone()).await?, false),
+        Some(key) => store_idempotent(&state, key, &valid).await?,
     };
     if !replayed {
-        announce(&state, &link, body.alias.is_some()).await;
+        announce(&state, &link, alias.is_some()).await;
     }
     let mut response = HttpResponse::Created();
     response.insert_header((LOCATION, format!("/api/v1/links/{}", link.code)));
@@ -167,13 +185,10 @@ async fn store(state: &State, alias: Option<&str>, new_link: NewLink) -> Result<
 async fn store_idempotent(
     state: &State,
     key: &str,
-    alias: Option<&str>,
-    new_link: &NewLink,
+    valid: &ValidCreate,
 ) -> Result<(Link, bool), ApiError> {
-    // The canonical, validated request: retries that normalize to the same link match.
-    let request =
-        json!({ "url": new_link.target_url, "alias": alias, "expires_at": new_link.expires_at })
-            .to_string();
+    let request = valid.canonical().to_string();
+    let (alias, new_link) = (valid.alias.as_deref(), &valid.link);
     // A replay leaves this pool key unused; it stays issued, so it is simply never handed out.
     let pool_key;
     let code = match alias {

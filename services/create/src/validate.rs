@@ -21,6 +21,13 @@ pub const RESERVED_ALIASES: &[&str] = &[
     "assets", "admin", "login", "logout", "qr", "stats", "favicon", "robots", "sitemap",
 ];
 
+/// The largest visit limit: a trillion is beyond any real campaign and far inside `bigint`.
+pub const MAX_VISITS: i64 = 1_000_000_000_000;
+
+/// The statuses a link may redirect with. 303 is left out: it tells the client to switch to
+/// `GET`, which a link that is only ever followed with `GET` does not need.
+pub const REDIRECT_STATUSES: [u16; 4] = [301, 302, 307, 308];
+
 /// Why a request was refused; every one is answered 422.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
@@ -56,6 +63,12 @@ pub enum ValidationError {
     InvalidExpiresAt,
     #[error("expires_at must be in the future")]
     ExpiresAtInPast,
+    #[error("redirect_status must be 301, 302, 307 or 308")]
+    InvalidRedirectStatus,
+    #[error("max_visits must be a whole number from 1 to {MAX_VISITS}")]
+    InvalidMaxVisits,
+    #[error("expired_url is not acceptable: {0}")]
+    InvalidExpiredUrl(Box<ValidationError>),
 }
 
 impl ValidationError {
@@ -75,6 +88,9 @@ impl ValidationError {
             Self::AliasReserved(_) => "alias_reserved",
             Self::InvalidExpiresAt => "invalid_expires_at",
             Self::ExpiresAtInPast => "expires_at_in_past",
+            Self::InvalidRedirectStatus => "invalid_redirect_status",
+            Self::InvalidMaxVisits => "invalid_max_visits",
+            Self::InvalidExpiredUrl(_) => "invalid_expired_url",
         }
     }
 }
@@ -125,6 +141,13 @@ impl UrlPolicy {
             return Err(ValidationError::UrlTooLong(self.max_length));
         }
         Ok(normalized)
+    }
+
+    /// [`Self::normalize`] for an `expired_url`: the same rules, since it is a redirect target
+    /// too, under its own error code so a client knows which field failed.
+    pub fn normalize_expired_url(&self, raw: &str) -> Result<String, ValidationError> {
+        self.normalize(raw)
+            .map_err(|e| ValidationError::InvalidExpiredUrl(Box::new(e)))
     }
 
     /// Length, characters, then the WHATWG parser.
@@ -193,6 +216,24 @@ fn is_refused_char(c: char) -> bool {
         && (c.is_control()
             || c.is_whitespace()
             || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{00AD}'))
+}
+
+/// Checks a per-link redirect status.
+pub fn check_redirect_status(status: u16) -> Result<u16, ValidationError> {
+    if REDIRECT_STATUSES.contains(&status) {
+        Ok(status)
+    } else {
+        Err(ValidationError::InvalidRedirectStatus)
+    }
+}
+
+/// Checks a visit limit.
+pub fn check_max_visits(max: i64) -> Result<i64, ValidationError> {
+    if (1..=MAX_VISITS).contains(&max) {
+        Ok(max)
+    } else {
+        Err(ValidationError::InvalidMaxVisits)
+    }
 }
 
 /// Checks a custom alias.

@@ -58,6 +58,7 @@ impl From<CachedLink> for Local {
             CachedLink::Found {
                 target_url,
                 expires_at,
+                behaviour: _,
             } => match HeaderValue::from_maybe_shared(Bytes::from(target_url)) {
                 Ok(location) => Local::Found {
                     location,

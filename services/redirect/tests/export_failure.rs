@@ -37,6 +37,7 @@ async fn a_blackholed_collector_neither_fails_requests_nor_hangs_shutdown() {
         target_url: "https://example.com/exported".to_owned(),
         expires_at: None,
         owner_id: None,
+        behaviour: Default::default(),
     };
     repo.insert_with_alias("exported", &link)
         .await

@@ -66,6 +66,7 @@ async fn a_redirect_continues_the_callers_trace_down_to_redis_and_postgres() {
             target_url: format!("https://example.com/{code}"),
             expires_at: None,
             owner_id: None,
+            behaviour: Default::default(),
         };
         repo.insert_with_alias(code, &link).await.expect("insert");
         let mut request = http_client().get(app.url(&format!("/{code}")));

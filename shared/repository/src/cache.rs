@@ -1,9 +1,15 @@
 //! The Redis link cache.
 //!
 //! Keys are `kurz:link:{code}`. A value is `-` (no such link: a negative entry), `!` (the link
-//! is disabled), or `{expires_at as Unix milliseconds, or nothing}|{target URL}`. A hand-rolled format rather
-//! than JSON because it is read on every cache hit of the redirect path and the URL, the only
-//! free-form part, comes last, so it needs no escaping.
+//! is disabled), or a live link:
+//! - `{expires_at}|{target URL}` for a link with the default behaviour (most links), where
+//!   `expires_at` is Unix milliseconds or nothing;
+//! - `{expires_at};{status};{forward};{max_visits};{expired_url length}|{expired_url}{target}`
+//!   otherwise, each field empty when unset (`forward` is `1` or empty).
+//!
+//! A hand-rolled format rather than JSON because it is read on every cache hit of the redirect
+//! path. The URLs, the only free-form parts, come last (the first with its length), so they
+//! need no escaping; the head before the first `|` holds only digits and `;`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -19,7 +25,7 @@ use tracing::Instrument as _;
 
 use crate::LinkCache;
 use crate::error::CacheError;
-use crate::model::CachedLink;
+use crate::model::{Behaviour, CachedLink};
 
 const KEY_PREFIX: &str = "kurz:link:";
 const MISSING: &str = "-";
@@ -210,11 +216,30 @@ fn encode(link: &CachedLink) -> String {
         CachedLink::Found {
             target_url,
             expires_at,
+            behaviour,
         } => {
             let expires = expires_at
                 .map(|at| at.timestamp_millis().to_string())
                 .unwrap_or_default();
-            format!("{expires}|{target_url}")
+            if *behaviour == Behaviour::default() {
+                return format!("{expires}|{target_url}");
+            }
+            let status = behaviour
+                .redirect_status
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            let forward = if behaviour.forward_query { "1" } else { "" };
+            let max = behaviour
+                .max_visits
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            let expired = behaviour.expired_url.as_deref().unwrap_or_default();
+            let expired_len = behaviour
+                .expired_url
+                .as_ref()
+                .map(|u| u.len().to_string())
+                .unwrap_or_default();
+            format!("{expires};{status};{forward};{max};{expired_len}|{expired}{target_url}")
         }
     }
 }
@@ -225,17 +250,52 @@ fn decode(value: &str) -> Result<CachedLink, CacheError> {
         DISABLED => return Ok(CachedLink::Disabled),
         _ => {}
     }
-    let (expires, target_url) = value.split_once('|').ok_or(CacheError::Corrupt)?;
-    let expires_at = if expires.is_empty() {
-        None
-    } else {
-        let millis: i64 = expires.parse().map_err(|_| CacheError::Corrupt)?;
-        Some(DateTime::<Utc>::from_timestamp_millis(millis).ok_or(CacheError::Corrupt)?)
+    let (head, rest) = value.split_once('|').ok_or(CacheError::Corrupt)?;
+    let mut fields = head.split(';');
+    let expires_at = optional(fields.next())?
+        .map(|millis| DateTime::<Utc>::from_timestamp_millis(millis).ok_or(CacheError::Corrupt))
+        .transpose()?;
+    let Some(status) = fields.next() else {
+        return Ok(CachedLink::Found {
+            target_url: rest.to_owned(),
+            expires_at,
+            behaviour: Behaviour::default(),
+        });
+    };
+    let redirect_status = optional(Some(status))?
+        .map(|s| u16::try_from(s).map_err(|_| CacheError::Corrupt))
+        .transpose()?;
+    let forward_query = fields.next().ok_or(CacheError::Corrupt)? == "1";
+    let max_visits = optional(fields.next())?;
+    let expired_len = optional(fields.next())?
+        .map(|n| usize::try_from(n).map_err(|_| CacheError::Corrupt))
+        .transpose()?;
+    let (expired_url, target_url) = match expired_len {
+        None => (None, rest),
+        Some(n) if rest.is_char_boundary(n) => {
+            let (expired, target) = rest.split_at(n);
+            (Some(expired.to_owned()), target)
+        }
+        Some(_) => return Err(CacheError::Corrupt),
     };
     Ok(CachedLink::Found {
         target_url: target_url.to_owned(),
         expires_at,
+        behaviour: Behaviour {
+            redirect_status,
+            forward_query,
+            expired_url,
+            max_visits,
+        },
     })
+}
+
+/// A number field of an entry; empty is `None`, missing or malformed is corrupt.
+fn optional(field: Option<&str>) -> Result<Option<i64>, CacheError> {
+    match field.ok_or(CacheError::Corrupt)? {
+        "" => Ok(None),
+        digits => digits.parse().map(Some).map_err(|_| CacheError::Corrupt),
+    }
 }
 
 /// A link that expires soon is cached only until it expires (at least a second), so dead
@@ -337,10 +397,30 @@ mod tests {
             CachedLink::Found {
                 target_url: "https://example.com/a|b?c=d".into(),
                 expires_at: Some(at),
+                behaviour: Behaviour::default(),
             },
             CachedLink::Found {
                 target_url: "https://example.com/".into(),
                 expires_at: None,
+                behaviour: Behaviour::default(),
+            },
+            CachedLink::Found {
+                target_url: "https://example.com/x;y|z".into(),
+                expires_at: Some(at),
+                behaviour: Behaviour {
+                    redirect_status: Some(308),
+                    forward_query: true,
+                    expired_url: Some("https://example.com/gone|é;".into()),
+                    max_visits: Some(100),
+                },
+            },
+            CachedLink::Found {
+                target_url: "https://example.com/".into(),
+                expires_at: None,
+                behaviour: Behaviour {
+                    forward_query: true,
+                    ..Behaviour::default()
+                },
             },
         ] {
             assert_eq!(decode(&encode(&link)).expect("decodes"), link);
@@ -348,10 +428,25 @@ mod tests {
     }
 
     #[test]
+    fn links_with_the_default_behaviour_keep_the_short_format() {
+        let link = CachedLink::Found {
+            target_url: "https://example.com/".into(),
+            expires_at: None,
+            behaviour: Behaviour::default(),
+        };
+        assert_eq!(encode(&link), "|https://example.com/");
+    }
+
+    #[test]
     fn garbage_is_reported_as_corrupt() {
         assert!(matches!(decode("no separator"), Err(CacheError::Corrupt)));
         assert!(matches!(
             decode("soon|https://x.example/"),
+            Err(CacheError::Corrupt)
+        ));
+        // An expired_url length past the end of the value.
+        assert!(matches!(
+            decode(";;;;99|https://x.example/"),
             Err(CacheError::Corrupt)
         ));
     }

@@ -6,7 +6,8 @@
 //! - [`codes`]: the code alphabet, code checks and random key generation.
 //! - [`error`]: `RepoError` (PostgreSQL) and `CacheError` (Redis); neither knows HTTP.
 //! - [`invalidation`]: cross-instance invalidation of in-process caches over Redis pub/sub.
-//! - [`postgres`]: the pool, migrations, the schema check and the SQL of links and keys.
+//! - [`postgres`]: the pool, migrations, the schema check and the SQL of the key pool.
+//! - [`links`]: the SQL of links and their idempotency keys.
 //! - [`batch`]: group commit of link inserts.
 //! - [`breaker`]: the circuit breaker every PostgreSQL call goes through.
 //! - [`cache`]: the Redis link cache.
@@ -20,6 +21,7 @@ pub mod cache;
 pub mod codes;
 pub mod error;
 pub mod invalidation;
+pub mod links;
 pub mod model;
 pub mod postgres;
 pub mod token;
@@ -30,7 +32,9 @@ pub use accounts::{Account, ApiKey, Credential, NewApiKey, Scope};
 pub use breaker::{Breaker, BreakerState};
 pub use cache::RedisCache;
 pub use error::{CacheError, RepoError};
-pub use model::{CachedLink, CodeSource, IdempotentCreate, Link, NewLink, Owner, RefillReport};
+pub use model::{
+    Behaviour, CachedLink, CodeSource, IdempotentCreate, Link, NewLink, Owner, RefillReport,
+};
 pub use postgres::PgRepository;
 
 /// Durable link storage: PostgreSQL, the source of truth.

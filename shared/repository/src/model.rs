@@ -11,11 +11,47 @@ pub struct Link {
     /// The normalized target: what was stored is exactly what is redirected to.
     pub target_url: String,
     pub created_at: DateTime<Utc>,
+    /// The last edit; `None` until the first.
+    pub updated_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
     /// The account that created it; `None` for an anonymous link.
     pub owner_id: Option<i64>,
     /// Set while an admin has disabled it: the redirect answers 410.
     pub disabled_at: Option<DateTime<Utc>>,
+    pub behaviour: Behaviour,
+    /// Redirects counted so far; only links with [`Behaviour::max_visits`] count them.
+    pub visits: i64,
+}
+
+impl Link {
+    /// Whether the link stopped redirecting to its target at `now`, by date or by visits.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+            || self
+                .behaviour
+                .max_visits
+                .is_some_and(|max| self.visits >= max)
+    }
+}
+
+/// How a link redirects: everything the redirect service needs besides the target.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Behaviour {
+    /// 301, 302, 307 or 308; `None`: the redirect service's default.
+    pub redirect_status: Option<u16>,
+    /// Merge the request's query string into the target's.
+    pub forward_query: bool,
+    /// Where the link sends people once expired; `None`: a 410 page.
+    pub expired_url: Option<String>,
+    /// Redirects the link answers before it behaves as expired; `None`: no limit.
+    pub max_visits: Option<i64>,
+}
+
+impl Behaviour {
+    /// Whether every redirect must be counted in PostgreSQL.
+    pub fn is_limited(&self) -> bool {
+        self.max_visits.is_some()
+    }
 }
 
 /// What a client asks to store; validated by the create service before it gets here.
@@ -25,6 +61,7 @@ pub struct NewLink {
     pub expires_at: Option<DateTime<Utc>>,
     /// The creating key's account; `None` for an anonymous create.
     pub owner_id: Option<i64>,
+    pub behaviour: Behaviour,
 }
 
 /// Whose links an operation may touch.
@@ -61,6 +98,7 @@ pub enum CachedLink {
     Found {
         target_url: String,
         expires_at: Option<DateTime<Utc>>,
+        behaviour: Behaviour,
     },
     /// The link exists but an admin disabled it: answered 410.
     Disabled,
@@ -76,6 +114,7 @@ impl From<&Link> for CachedLink {
         Self::Found {
             target_url: link.target_url.clone(),
             expires_at: link.expires_at,
+            behaviour: link.behaviour.clone(),
         }
     }
 }

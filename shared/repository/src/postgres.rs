@@ -1,24 +1,23 @@
-//! PostgreSQL: the pool, migrations, the schema check, and the SQL of links and keys.
+//! PostgreSQL: the pool, migrations, the schema check, the breaker wiring, and the SQL of the
+//! key pool. Links have their own module, [`crate::links`].
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::SinkExt;
 use kurz_settings::DatabaseSettings;
 use kurz_telemetry::metrics::names;
 use secrecy::ExposeSecret;
+use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Type;
-use tokio_postgres::{NoTls, Row};
 
+use crate::KeyRepository;
 use crate::breaker::Breaker;
 use crate::codes::generate_keys_into;
 use crate::error::RepoError;
-use crate::model::{CodeSource, IdempotentCreate, Link, NewLink, Owner, RefillReport};
-use crate::{KeyRepository, LinkRepository};
+use crate::model::RefillReport;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -307,44 +306,6 @@ impl PgRepository {
         Ok(())
     }
 
-    /// Inserts links under pool keys in one statement; all or none. Not retried, like every
-    /// insert.
-    #[tracing::instrument(
-        name = "postgres insert_many",
-        skip_all,
-        fields(otel.kind = "client", db.system = "postgresql", rows = rows.len())
-    )]
-    pub async fn insert_many(&self, rows: &[(&str, &NewLink)]) -> Result<Vec<Link>, RepoError> {
-        let codes: Vec<&str> = rows.iter().map(|(code, _)| *code).collect();
-        let urls: Vec<&str> = rows.iter().map(|(_, l)| l.target_url.as_str()).collect();
-        let expiries: Vec<Option<DateTime<Utc>>> = rows.iter().map(|(_, l)| l.expires_at).collect();
-        let owners: Vec<Option<i64>> = rows.iter().map(|(_, l)| l.owner_id).collect();
-        self.guarded(async {
-            let client = self.connection().await?;
-            let stmt = client.prepare_cached(INSERT_MANY).await?;
-            let rows = client
-                .query(&stmt, &[&codes, &urls, &expiries, &owners])
-                .await?;
-            Ok(rows.iter().map(link_from_row).collect())
-        })
-        .await
-    }
-
-    /// Deletes idempotency keys older than `age`; returns how many.
-    pub async fn delete_idempotency_keys_older_than(
-        &self,
-        age: Duration,
-    ) -> Result<u64, RepoError> {
-        let secs = age.as_secs_f64();
-        self.idempotent(|| async {
-            let client = self.connection().await?;
-            Ok(client
-                .execute(DELETE_OLD_IDEMPOTENCY_KEYS, &[&secs])
-                .await?)
-        })
-        .await
-    }
-
     /// Adds candidate keys to the pool, skipping those already pooled or issued; each chunk is
     /// newline-separated keys (COPY text format). One transaction: all new keys or none.
     /// Every key goes through a staging table; see [`PgRepository::add_fresh_keys`] for the
@@ -447,79 +408,7 @@ async fn copy_in(
     Ok(())
 }
 
-fn link_from_row(row: &Row) -> Link {
-    Link {
-        code: row.get("code"),
-        target_url: row.get("target_url"),
-        created_at: row.get("created_at"),
-        expires_at: row.get("expires_at"),
-        owner_id: row.get("owner_id"),
-        disabled_at: row.get("disabled_at"),
-    }
-}
-
-const INSERT_WITH_KEY: &str = "\
-    INSERT INTO links (code, target_url, expires_at, owner_id) \
-    VALUES ($1, $2, $3, $4) \
-    RETURNING code, target_url, created_at, expires_at, owner_id, disabled_at";
-
 const POOL_DEPTH: &str = "SELECT count(*) FROM (SELECT 1 FROM key_pool LIMIT $1) AS head";
-
-// Many links in one statement and one commit (group commit); unnest keeps it one prepared
-// statement whatever the batch size.
-const INSERT_MANY: &str = "\
-    INSERT INTO links (code, target_url, expires_at, owner_id) \
-    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int8[]) \
-    RETURNING code, target_url, created_at, expires_at, owner_id, disabled_at";
-
-// One statement, so one round trip and one transaction:
-// - reserve the alias in issued_codes; ON CONFLICT DO NOTHING returns no row when anything
-//   (a link, a claimed pool key, a concurrent alias) has it, and then nothing else happens;
-// - take it out of the pool if a refill had generated it, so no instance can claim it later
-//   (a claim that raced us anyway loses at issued_codes);
-// - insert the link.
-const INSERT_WITH_ALIAS: &str = "\
-    WITH reserved AS ( \
-        INSERT INTO issued_codes (code) VALUES ($1) \
-        ON CONFLICT (code) DO NOTHING \
-        RETURNING code \
-    ), unpooled AS ( \
-        DELETE FROM key_pool WHERE code IN (SELECT code FROM reserved) \
-    ) \
-    INSERT INTO links (code, target_url, expires_at, owner_id) \
-    SELECT code, $2, $3, $4 FROM reserved \
-    RETURNING code, target_url, created_at, expires_at, owner_id, disabled_at";
-
-// ON CONFLICT DO NOTHING waits for a concurrent transaction holding the same key, so exactly
-// one request of a burst of duplicates gets a row back and creates the link.
-const CLAIM_IDEMPOTENCY_KEY: &str = "\
-    INSERT INTO idempotency_keys (key, request, account_id) VALUES ($1, $2, $3) \
-    ON CONFLICT (key) DO NOTHING";
-const RECORD_IDEMPOTENT_LINK: &str = "UPDATE idempotency_keys SET code = $2 WHERE key = $1";
-const FIND_IDEMPOTENT: &str = "\
-    SELECT k.request, k.account_id, \
-           l.code, l.target_url, l.created_at, l.expires_at, l.owner_id, l.disabled_at \
-    FROM idempotency_keys k JOIN links l ON l.code = k.code \
-    WHERE k.key = $1";
-const DELETE_OLD_IDEMPOTENCY_KEYS: &str = "\
-    DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)";
-
-const FIND_LIVE: &str = "\
-    SELECT code, target_url, created_at, expires_at, owner_id, disabled_at \
-    FROM links WHERE code = $1 AND deleted_at IS NULL";
-
-// $2 is the owner to match, NULL for any owner (an admin). An anonymous link (owner_id NULL)
-// never equals an account, so only an admin deletes it.
-const SOFT_DELETE: &str = "\
-    UPDATE links SET deleted_at = now() \
-    WHERE code = $1 AND deleted_at IS NULL AND ($2::int8 IS NULL OR owner_id = $2)";
-
-// Disabling twice keeps the first time; enabling clears it.
-const SET_DISABLED: &str = "\
-    UPDATE links \
-    SET disabled_at = CASE WHEN $2 THEN coalesce(disabled_at, now()) END \
-    WHERE code = $1 AND deleted_at IS NULL \
-    RETURNING code, target_url, created_at, expires_at, owner_id, disabled_at";
 
 // Claims a batch in one round trip:
 // - FOR UPDATE SKIP LOCKED lets any number of instances claim at once without waiting on, or
@@ -566,176 +455,6 @@ const REFILL_INSERT: &str = "\
     SELECT c.code FROM key_candidates c \
     WHERE NOT EXISTS (SELECT 1 FROM issued_codes i WHERE i.code = c.code) \
     ON CONFLICT (code) DO NOTHING";
-
-impl LinkRepository for PgRepository {
-    #[tracing::instrument(
-        name = "postgres insert_with_key",
-        skip_all,
-        fields(otel.kind = "client", db.system = "postgresql"),
-        err(level = "warn")
-    )]
-    async fn insert_with_key(&self, code: &str, link: &NewLink) -> Result<Link, RepoError> {
-        // Not retried: if the commit landed but its answer was lost, a retry would fail on the
-        // unique code; the client's Idempotency-Key is the safe way to retry a create.
-        self.guarded(async {
-            let client = self.connection().await?;
-            let stmt = client.prepare_cached(INSERT_WITH_KEY).await?;
-            let row = client
-                .query_one(
-                    &stmt,
-                    &[&code, &link.target_url, &link.expires_at, &link.owner_id],
-                )
-                .await?;
-            Ok(link_from_row(&row))
-        })
-        .await
-    }
-
-    #[tracing::instrument(
-        name = "postgres insert_with_alias",
-        skip_all,
-        fields(otel.kind = "client", db.system = "postgresql"),
-        err(level = "warn")
-    )]
-    async fn insert_with_alias(&self, alias: &str, link: &NewLink) -> Result<Link, RepoError> {
-        self.guarded(async {
-            let client = self.connection().await?;
-            let stmt = client.prepare_cached(INSERT_WITH_ALIAS).await?;
-            let row = client
-                .query_opt(
-                    &stmt,
-                    &[&alias, &link.target_url, &link.expires_at, &link.owner_id],
-                )
-                .await?;
-            row.as_ref().map(link_from_row).ok_or(RepoError::CodeTaken)
-        })
-        .await
-    }
-
-    #[tracing::instrument(
-        name = "postgres create_idempotent",
-        skip_all,
-        fields(otel.kind = "client", db.system = "postgresql"),
-        err(level = "warn")
-    )]
-    async fn create_idempotent(
-        &self,
-        key: &str,
-        request: &str,
-        code: CodeSource<'_>,
-        link: &NewLink,
-    ) -> Result<IdempotentCreate, RepoError> {
-        // Not retried, like the other inserts: a lost answer is what the key itself is for.
-        self.guarded(async {
-            let mut client = self.connection().await?;
-            let tx = client.transaction().await?;
-            let claimed = tx
-                .execute(CLAIM_IDEMPOTENCY_KEY, &[&key, &request, &link.owner_id])
-                .await?;
-            if claimed == 0 {
-                let row = tx.query_one(FIND_IDEMPOTENT, &[&key]).await?;
-                let holder: Option<i64> = row.get("account_id");
-                if holder != link.owner_id {
-                    return Ok(IdempotentCreate::HeldByOther);
-                }
-                let stored: String = row.get("request");
-                return Ok(if stored == request {
-                    IdempotentCreate::Replayed(link_from_row(&row))
-                } else {
-                    IdempotentCreate::Mismatch
-                });
-            }
-            let (sql, code) = match code {
-                CodeSource::PoolKey(c) => (INSERT_WITH_KEY, c),
-                CodeSource::Alias(c) => (INSERT_WITH_ALIAS, c),
-            };
-            // Dropping the transaction on an error rolls the key's row back too.
-            let row = tx
-                .query_opt(
-                    sql,
-                    &[&code, &link.target_url, &link.expires_at, &link.owner_id],
-                )
-                .await?
-                .ok_or(RepoError::CodeTaken)?;
-            let created = link_from_row(&row);
-            tx.execute(RECORD_IDEMPOTENT_LINK, &[&key, &created.code])
-                .await?;
-            tx.commit().await?;
-            Ok(IdempotentCreate::Created(created))
-        })
-        .await
-    }
-
-    #[tracing::instrument(
-        name = "postgres find",
-        skip_all,
-        fields(otel.kind = "client", db.system = "postgresql"),
-        err(level = "warn")
-    )]
-    async fn find(&self, code: &str) -> Result<Option<Link>, RepoError> {
-        self.idempotent(|| async {
-            let client = self.connection().await?;
-            let stmt = client.prepare_cached(FIND_LIVE).await?;
-            let row = client.query_opt(&stmt, &[&code]).await?;
-            Ok(row.as_ref().map(link_from_row))
-        })
-        .await
-    }
-
-    #[tracing::instrument(
-        name = "postgres delete",
-        skip_all,
-        fields(otel.kind = "client", db.system = "postgresql"),
-        err(level = "warn")
-    )]
-    async fn delete(&self, code: &str, owner: Owner) -> Result<bool, RepoError> {
-        let owner = owner.account();
-        // Not retried: a retry after a lost answer would find nothing to delete and say 404.
-        self.guarded(async {
-            let client = self.connection().await?;
-            Ok(client
-                .execute_typed(SOFT_DELETE, &[(&code, Type::TEXT), (&owner, Type::INT8)])
-                .await?
-                == 1)
-        })
-        .await
-    }
-
-    #[tracing::instrument(
-        name = "postgres set_disabled",
-        skip_all,
-        fields(otel.kind = "client", db.system = "postgresql"),
-        err(level = "warn")
-    )]
-    async fn set_disabled(&self, code: &str, disabled: bool) -> Result<Option<Link>, RepoError> {
-        self.guarded(async {
-            let client = self.connection().await?;
-            let row = client
-                .query_typed_opt(
-                    SET_DISABLED,
-                    &[(&code, Type::TEXT), (&disabled, Type::BOOL)],
-                )
-                .await?;
-            Ok(row.as_ref().map(link_from_row))
-        })
-        .await
-    }
-
-    #[tracing::instrument(
-        name = "postgres ping",
-        skip_all,
-        fields(otel.kind = "client", db.system = "postgresql")
-    )]
-    async fn ping(&self) -> Result<(), RepoError> {
-        // Not retried: readiness should show what a request would meet.
-        self.guarded(async {
-            let client = self.connection().await?;
-            client.simple_query("SELECT 1").await?;
-            Ok(())
-        })
-        .await
-    }
-}
 
 impl KeyRepository for PgRepository {
     #[tracing::instrument(

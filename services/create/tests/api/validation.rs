@@ -249,7 +249,7 @@ async fn a_url_of_the_wrong_type_is_422() {
 #[tokio::test]
 async fn an_unknown_field_is_422() {
     assert_refused(
-        json!({ "url": "https://example.com/", "redirect_status": 301 }),
+        json!({ "url": "https://example.com/", "redirect_code": 301 }),
         UNPROCESSABLE,
         "invalid_body",
     )

@@ -33,6 +33,7 @@ pub async fn insert(
         target_url: url.to_owned(),
         expires_at,
         owner_id: None,
+        behaviour: Default::default(),
     };
     repo(env)
         .insert_with_alias(code, &link)
