@@ -9,6 +9,8 @@
 //! - [`guard`]: the middleware in front of `/api`: client IP, credentials, rate limits.
 //! - [`routes`]: `POST /api/v1/links`, `GET` and `DELETE /api/v1/links/{code}`, disabling
 //!   links, probes.
+//! - [`bulk`]: `POST /api/v1/links/bulk`, many links in one call and one transaction.
+//! - [`import`]: `kurz-create import`, links from a CSV file, resumable.
 //! - [`admin`]: accounts and API keys (`/api/v1/accounts`, `/api/v1/keys`).
 //! - [`error`]: [`ApiError`], the one place failures become HTTP responses.
 //! - [`startup`]: [`Application`], built from settings and run until a shutdown signal.
@@ -16,8 +18,10 @@
 pub mod admin;
 pub mod auth;
 pub mod blocklist;
+pub mod bulk;
 pub mod error;
 pub mod guard;
+pub mod import;
 pub mod keys;
 pub mod request;
 pub mod routes;

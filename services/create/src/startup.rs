@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::guard::Guard;
 use crate::keys::KeyBuffer;
 use crate::routes::{self, State};
-use crate::settings::Settings;
+use crate::settings::{LinkSettings, Settings};
 use crate::validate::UrlPolicy;
 
 /// The create API, bound to its port and ready to run.
@@ -85,6 +85,7 @@ impl Application {
             .with_context(|| format!("binding {}", settings.http.listen))?;
         let port = listener.local_addr()?.port();
         let body_limit = settings.links.body_limit();
+        let links = settings.links;
         let app_state = state.clone();
         let server = HttpServer::new(move || {
             let json = web::JsonConfig::default()
@@ -104,7 +105,7 @@ impl Application {
                 .route("/healthz", kurz_http::get_or_head().to(kurz_http::healthz))
                 .route("/readyz", kurz_http::get_or_head().to(routes::readyz))
                 .route("/metrics", web::get().to(routes::metrics))
-                .service(api())
+                .service(api(links))
                 .default_service(web::to(routes::no_route))
         })
         .listen(listener)?
@@ -151,7 +152,9 @@ impl Application {
 
 /// Everything under `/api`, behind the guard (credentials, scopes, rate limits). Unknown
 /// paths there are answered by the guard too, so they reveal nothing to a caller without a key.
-fn api() -> actix_web::Scope<
+fn api(
+    links: LinkSettings,
+) -> actix_web::Scope<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
         Config = (),
@@ -166,6 +169,8 @@ fn api() -> actix_web::Scope<
     web::scope("/api")
         .wrap(from_fn(crate::guard::guard))
         .service(resource("/v1/links").route(web::post().to(routes::create)))
+        // Before `/v1/links/{code}`, which would match `bulk` too.
+        .service(crate::bulk::resource(&links))
         .service(
             resource("/v1/links/{code}")
                 .route(web::get().to(routes::get))
@@ -188,7 +193,7 @@ fn api() -> actix_web::Scope<
 }
 
 /// The list in `KURZ_BLOCKLIST_FILE` and its watcher, or the built-in list of shorteners.
-fn load_blocklist(
+pub(crate) fn load_blocklist(
     file: Option<&Path>,
 ) -> anyhow::Result<(SharedBlocklist, Option<BlocklistWatcher>)> {
     let Some(path) = file else {
@@ -200,7 +205,7 @@ fn load_blocklist(
     Ok((list, Some(watcher)))
 }
 
-fn url_policy(settings: &Settings, blocklist: SharedBlocklist) -> UrlPolicy {
+pub(crate) fn url_policy(settings: &Settings, blocklist: SharedBlocklist) -> UrlPolicy {
     UrlPolicy {
         allow_private_targets: settings.url_safety.allow_private_targets,
         blocklist,

@@ -9,6 +9,7 @@
 //! - [`postgres`]: the pool, migrations, the schema check and the SQL of the key pool.
 //! - [`links`]: the SQL of links and their idempotency keys.
 //! - [`batch`]: group commit of link inserts.
+//! - [`bulk`]: many links in one transaction (bulk creates, imports) and the import records.
 //! - [`breaker`]: the circuit breaker every PostgreSQL call goes through.
 //! - [`cache`]: the Redis link cache.
 //! - The traits below are what services program against, so a decorator (a circuit breaker,
@@ -17,6 +18,7 @@
 pub mod accounts;
 pub mod batch;
 pub mod breaker;
+pub mod bulk;
 pub mod cache;
 pub mod codes;
 pub mod error;
