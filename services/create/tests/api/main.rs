@@ -2,12 +2,14 @@
 //! against real PostgreSQL and Redis.
 
 mod auth;
+mod bulk;
 mod concurrency;
 mod durability;
 mod fastpath;
 mod group_commit;
 mod helpers;
 mod idempotency;
+mod import;
 mod keys;
 mod links;
 mod metrics;
