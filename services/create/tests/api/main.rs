@@ -11,6 +11,7 @@ mod idempotency;
 mod keys;
 mod links;
 mod metrics;
+mod openapi;
 mod ratelimit;
 mod resilience;
 mod validation;
