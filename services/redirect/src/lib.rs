@@ -6,14 +6,12 @@
 //! - [`behaviour`]: per-link behaviour as the redirect uses it, and `Cache-Control` by status.
 //! - [`query`]: `forward_query`, the request's query merged into the target's.
 //! - [`visits`]: visit limits: which requests use up a visit, and asking PostgreSQL.
-//! - [`bots`]: the bot and link-preview classifier (a stand-in for `kurz-bots`).
 //! - [`pages`]: the 404, 410, 414 and 429 answers, HTML for browsers and text otherwise.
 //! - [`scan`]: scan resistance, a budget of unknown codes per client IP, shared in Redis.
 //! - [`error`]: the one place failures become HTTP responses.
 //! - [`startup`]: [`Application`], built from settings and run until a shutdown signal.
 
 pub mod behaviour;
-pub mod bots;
 pub mod error;
 pub mod pages;
 pub mod query;

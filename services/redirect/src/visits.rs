@@ -9,7 +9,7 @@
 //! the count without changing it (`peek_visits`):
 //! - `HEAD`: it follows nothing, so nobody visited (monitors, link checkers, `curl -I`);
 //! - bots and link-preview fetchers (Slack, WhatsApp, iMessage, X, Facebook, Discord,
-//!   LinkedIn, Googlebot...), by User-Agent: a chat app unfurling a one-visit link would
+//!   LinkedIn, Googlebot...), by User-Agent (`kurz_bots`, isbot's patterns): a chat app unfurling a one-visit link would
 //!   otherwise spend the visit before the person it was sent to clicks (shlink #900). A missing
 //!   or unreadable User-Agent is a bot: every browser sends one.
 //!
@@ -20,12 +20,12 @@
 use actix_web::HttpRequest;
 use actix_web::http::Method;
 use actix_web::http::header::USER_AGENT;
+use kurz_bots::Classifier;
 use kurz_repository::{PgRepository, RepoError, Visit};
 
-use crate::bots::Classifier;
-
 /// User-Agents whose verdicts the classifier keeps: a service sees a few thousand distinct
-/// agents (browser versions, a few hundred fetchers); each is at most 512 bytes there.
+/// agents (browser versions, a few hundred fetchers), each cached only up to
+/// `kurz_bots::MAX_CACHED_LEN` bytes, so this is a few MB at most.
 pub const BOT_VERDICTS_CACHED: u64 = 10_000;
 
 #[derive(Debug, Clone)]
@@ -51,11 +51,10 @@ impl VisitGate {
         request.method() == Method::GET && !self.is_bot(request)
     }
 
+    /// A missing, empty or non-UTF-8 User-Agent is a bot: every browser sends one.
     fn is_bot(&self, request: &HttpRequest) -> bool {
         let agent = request.headers().get(USER_AGENT);
-        agent
-            .and_then(|value| value.to_str().ok())
-            .is_none_or(|agent| self.bots.is_bot(agent))
+        self.bots.is_bot_header(agent.map(|value| value.as_bytes()))
     }
 
     /// What PostgreSQL says to `request` for the limited link `code`: counted for a visit,
