@@ -151,16 +151,25 @@ fn hex(digit: u8) -> Option<u8> {
 }
 
 /// Copies a request's pair, percent-encoding only the bytes WHATWG's query state encodes
-/// for http(s) URLs (its "special-query percent-encode set").
+/// for http(s) URLs (its "special-query percent-encode set"). Browsers send those encoded
+/// already, so the usual pair is one copy.
 fn push_query_bytes(location: &mut Vec<u8>, pair: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    if !pair.iter().any(|&b| must_encode(b)) {
+        location.extend_from_slice(pair);
+        return;
+    }
     for &b in pair {
-        if b <= b' ' || b >= 0x7f || matches!(b, b'"' | b'#' | b'<' | b'>' | b'\'') {
+        if must_encode(b) {
             location.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
         } else {
             location.push(b);
         }
     }
+}
+
+fn must_encode(b: u8) -> bool {
+    b <= b' ' || b >= 0x7f || matches!(b, b'"' | b'#' | b'<' | b'>' | b'\'')
 }
 
 #[cfg(test)]
