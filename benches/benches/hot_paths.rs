@@ -10,11 +10,14 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use kurz_create::request::CreateLink;
 use kurz_create::validate::UrlPolicy;
 use kurz_ratelimit::Store;
+use kurz_redirect::behaviour::CacheControl;
+use kurz_redirect::query::merge;
 use kurz_redirect::resolve::Resolver;
 use kurz_redirect::routes::{State, redirect};
 use kurz_redirect::scan::ScanGuard;
+use kurz_redirect::visits::VisitGate;
 use kurz_repository::codes::is_well_formed;
-use kurz_repository::{CachedLink, PgRepository, RedisCache};
+use kurz_repository::{Behaviour, CachedLink, PgRepository, RedisCache};
 use kurz_settings::{DatabaseSettings, RedisSettings, Source, TrustedProxies};
 
 const TARGET: &str =
@@ -101,25 +104,59 @@ fn redirect_hit(c: &mut Criterion) {
             behaviour: Default::default(),
         };
         resolver.warm("aB3xK9q", entry).await;
+        // The same target with forward_query: the request's query is merged in.
+        let forwarding = CachedLink::Found {
+            target_url: TARGET.to_owned(),
+            expires_at: None,
+            behaviour: Behaviour {
+                forward_query: true,
+                ..Behaviour::default()
+            },
+        };
+        resolver.warm("fwdQry1", forwarding).await;
         web::Data::new(State {
             resolver,
             status: StatusCode::FOUND,
+            caching: CacheControl::new(Duration::from_secs(300)),
             scan,
+            visits: VisitGate::new(),
         })
     });
-    // The request is built once: what is measured is the handler, not the test helper.
-    let request = actix_web::test::TestRequest::get()
+    // The requests are built once: what is measured is the handler, not the test helper.
+    let plain = actix_web::test::TestRequest::get()
         .uri("/aB3xK9q")
         .to_http_request();
-    c.bench_function("redirect_hit/handler", |b| {
-        b.to_async(&runtime).iter(|| async {
-            let response = redirect(request.clone(), state.clone()).await;
-            let response = response.expect("a cached link");
-            assert_eq!(response.status(), StatusCode::FOUND);
-            response
-        })
+    let with_query = actix_web::test::TestRequest::get()
+        .uri("/fwdQry1?utm_source=newsletter&utm_campaign=2026-12&ref=a%20b+c")
+        .to_http_request();
+    let mut group = c.benchmark_group("redirect_hit");
+    for (name, request) in [("handler", plain), ("forward_query", with_query)] {
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| async {
+                let response = redirect(request.clone(), state.clone()).await;
+                let response = response.expect("a cached link");
+                assert_eq!(response.status(), StatusCode::FOUND);
+                response
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The forward_query merge alone: a target with two parameters, a request replacing one.
+fn query_merge(c: &mut Criterion) {
+    let query = "utm_source=newsletter&utm_campaign=2026-12&ref=a%20b+c";
+    c.bench_function("query/merge", |b| {
+        b.iter(|| merge(black_box(TARGET.as_bytes()), black_box(query.as_bytes())))
     });
 }
 
-criterion_group!(benches, codes, url, create_request, redirect_hit);
+criterion_group!(
+    benches,
+    codes,
+    url,
+    create_request,
+    redirect_hit,
+    query_merge
+);
 criterion_main!(benches);

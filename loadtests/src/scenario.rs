@@ -293,7 +293,7 @@ mod tests {
             .flat_map(|_| [a.plan(), b.plan()])
             .map(|p| match p {
                 Planned::Create(body) => body,
-                Planned::Redirect(_) => panic!("create only creates"),
+                Planned::Redirect(_) | Planned::Bulk(_) => panic!("create only creates"),
             })
             .collect();
         let unique: std::collections::HashSet<_> = bodies.iter().collect();

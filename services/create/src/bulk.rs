@@ -24,40 +24,48 @@
 use std::collections::HashSet;
 
 use actix_web::http::header::ContentType;
-use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, post, web};
 use chrono::{DateTime, Utc};
 use kurz_repository::bulk::{BulkCreate, BulkKey, BulkRows, Inserted};
 use kurz_repository::{CachedLink, Link, NewLink, RepoError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::auth::{Authorized, LinksWrite};
 use crate::error::ApiError;
 use crate::guard::FinalLimit;
+use crate::openapi::errors;
 use crate::request::{CreateLink, ValidCreate};
-use crate::routes::{LinkView, State, idempotency_key, method_not_allowed, pool_key_error};
+use crate::routes::{LinkView, State, idempotency_key, pool_key_error};
 use crate::settings::LinkSettings;
 use crate::validate::UrlPolicy;
 
 /// `POST /api/v1/links/bulk` body. Items are kept as JSON values so that one that does not
 /// match the create body is that item's `invalid_body`, not the whole call's.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRequest {
+    /// 1 to `KURZ_BULK_MAX_ITEMS` (100) create bodies. Each is checked on its own: one that is
+    /// not a create body is that item's 422 `invalid_body`.
+    #[schema(value_type = Vec<CreateLink>, min_items = 1, max_items = 1000)]
     pub links: Vec<Value>,
 }
 
 /// The answer: one result per item, in input order.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct BulkResponse {
     pub results: Vec<ItemResult>,
 }
 
 /// What became of one item: `status` 201 with `link`, or the item's error status with `error`.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ItemResult {
     /// The item's position in `links`, from 0.
     pub index: usize,
+    /// 201 (created), 422 (the item broke a rule, or is not a create body), 409 (its alias is
+    /// taken, or an earlier item has it).
+    #[schema(example = 201)]
     pub status: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<LinkView>,
@@ -66,7 +74,7 @@ pub struct ItemResult {
 }
 
 /// An item's error, as `{"code", "message"}` of an error body.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ItemError {
     pub code: String,
     pub message: String,
@@ -87,28 +95,20 @@ impl ItemResult {
     }
 }
 
-/// The bulk route's limits, from the settings.
+/// The bulk route's limits, from the settings (app data of the service).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_items: usize,
     pub body_limit: usize,
 }
 
-/// The `/v1/links/bulk` resource, with its own body limit: one create body per item.
-pub fn resource(links: &LinkSettings) -> actix_web::Resource {
-    let limits = Limits {
-        max_items: links.bulk_max_items,
-        body_limit: links.bulk_body_limit(),
-    };
-    let body_limit = limits.body_limit;
-    let json = web::JsonConfig::default()
-        .limit(body_limit)
-        .error_handler(move |e, _req| ApiError::from_json_error(&e, body_limit).into());
-    web::resource("/v1/links/bulk")
-        .app_data(json)
-        .app_data(web::Data::new(limits))
-        .route(web::post().to(create_many))
-        .default_service(web::to(method_not_allowed))
+impl Limits {
+    pub fn of(links: &LinkSettings) -> Self {
+        Self {
+            max_items: links.bulk_max_items,
+            body_limit: links.bulk_body_limit(),
+        }
+    }
 }
 
 /// One item of a bulk call or row of an import, after validation.
@@ -289,15 +289,52 @@ impl Plan {
 }
 
 /// `POST /api/v1/links/bulk`.
+#[utoipa::path(
+    tag = "links",
+    summary = "Create many short links in one call",
+    description = "Up to `KURZ_BULK_MAX_ITEMS` (100) create bodies, each checked by the rules \
+        of a single create and answered on its own, in input order: a bad item gets its 422 \
+        (or 409 for an alias that is taken, or repeated within the call) and never fails the \
+        others. The valid items commit together in one transaction. Every item is a request \
+        of the key's rate limit, taken all at once or not at all: if they do not fit, the \
+        call is 429 and nothing is created. Anonymous callers are refused.",
+    security(("bearer" = ["links:write"])),
+    params((
+        "Idempotency-Key" = Option<String>, Header,
+        description = "Covers the whole call: the same key with the same items answers the \
+            stored response again (`Idempotent-Replayed: true`), creating nothing and costing \
+            one request; with other items it is 422 `idempotency_key_reused`. Kept 24 hours.",
+        min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+    )),
+    request_body = BulkRequest,
+    responses(
+        (status = 200, description = "One result per item, in input order.",
+            body = BulkResponse, headers(
+                ("Idempotent-Replayed" = String, description = "`true` on a replay"),
+            )),
+        (status = 400, response = inline(errors::BadIdempotencyKey)),
+        (status = 404, response = inline(errors::NotFound)),
+        (status = 422, response = inline(errors::InvalidBulk)),
+        (status = 503, response = inline(errors::KeyPoolEmpty)),
+    ),
+)]
+#[post("/v1/links/bulk")]
 pub async fn create_many(
     caller: Authorized<LinksWrite>,
     request: HttpRequest,
-    body: web::Json<BulkRequest>,
+    payload: web::Payload,
     limits: web::Data<Limits>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&request)?;
-    let raw = body.into_inner().links;
+    // Read as the JSON extractor reads a single create, with this route's own limit: one
+    // create body per item.
+    let limit = limits.body_limit;
+    let body: BulkRequest = web::JsonBody::new(&request, &mut payload.into_inner(), None, true)
+        .limit(limit)
+        .await
+        .map_err(|e| ApiError::from_json_error(&e, limit))?;
+    let raw = body.links;
     let credential = &caller.credential;
     let max_items = limits
         .max_items

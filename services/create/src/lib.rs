@@ -12,6 +12,8 @@
 //! - [`bulk`]: `POST /api/v1/links/bulk`, many links in one call and one transaction.
 //! - [`import`]: `kurz-create import`, links from a CSV file, resumable.
 //! - [`admin`]: accounts and API keys (`/api/v1/accounts`, `/api/v1/keys`).
+//! - [`openapi`]: the OpenAPI document generated from the handlers' annotations, served at
+//!   `/api/v1/openapi.json` and `/docs`, and the 404/405 of requests no route takes.
 //! - [`error`]: [`ApiError`], the one place failures become HTTP responses.
 //! - [`startup`]: [`Application`], built from settings and run until a shutdown signal.
 
@@ -23,6 +25,7 @@ pub mod error;
 pub mod guard;
 pub mod import;
 pub mod keys;
+pub mod openapi;
 pub mod request;
 pub mod routes;
 pub mod settings;

@@ -10,8 +10,9 @@ use kurz_repository::RepoError;
 /// Why a redirect could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum RedirectError {
-    /// 503 with `Retry-After`: PostgreSQL was needed (a cache miss) and is unavailable.
-    /// Shared: every request that waited for the same single-flight load gets it.
+    /// 503 with `Retry-After`: PostgreSQL was needed (a cache miss, or any request to a link
+    /// with a visit limit) and is unavailable. Shared: every request that waited for the same
+    /// single-flight load gets it.
     #[error("link storage is unavailable")]
     Unavailable(#[source] Arc<RepoError>),
     /// 500: anything else; the detail goes to the log, not to the client.
@@ -26,6 +27,13 @@ impl From<Arc<RepoError>> for RedirectError {
         } else {
             Self::Internal(e)
         }
+    }
+}
+
+/// A visit check: a limited link fails closed, so its limit is never exceeded.
+impl From<RepoError> for RedirectError {
+    fn from(e: RepoError) -> Self {
+        Arc::new(e).into()
     }
 }
 

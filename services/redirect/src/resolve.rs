@@ -24,6 +24,8 @@ use kurz_telemetry::metrics::names;
 use metrics::Counter;
 use moka::future::Cache;
 
+use crate::behaviour::LinkBehaviour;
+
 /// What a code resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
@@ -31,20 +33,29 @@ pub enum Resolution {
         /// The target URL, ready to be the `Location` header.
         location: HeaderValue,
         expires_at: Option<DateTime<Utc>>,
+        /// `None` for a link with the default behaviour (most links). A limited link is
+        /// `Found` until PostgreSQL says its visits are used up: no cache holds the count.
+        behaviour: Option<Arc<LinkBehaviour>>,
     },
-    Expired,
+    /// Past its expiry date.
+    Expired {
+        /// Where to send people instead of a 410 page.
+        expired_url: Option<HeaderValue>,
+    },
     /// An admin disabled the link: 410 with a page saying so.
     Disabled,
     Missing,
 }
 
-/// An answer as the in-process cache keeps it: the URL already a header value, whose clone
-/// is a reference count, so a hit copies and allocates nothing.
+/// An answer as the in-process cache keeps it: the URL already a header value and the
+/// behaviour behind an `Arc`, whose clones are reference counts, so a hit copies and
+/// allocates nothing (and for a link without a behaviour of its own, counts nothing either).
 #[derive(Debug, Clone)]
 enum Local {
     Found {
         location: HeaderValue,
         expires_at: Option<DateTime<Utc>>,
+        behaviour: Option<Arc<LinkBehaviour>>,
     },
     Disabled,
     Missing,
@@ -58,11 +69,12 @@ impl From<CachedLink> for Local {
             CachedLink::Found {
                 target_url,
                 expires_at,
-                behaviour: _,
+                behaviour,
             } => match HeaderValue::from_maybe_shared(Bytes::from(target_url)) {
                 Ok(location) => Local::Found {
                     location,
                     expires_at,
+                    behaviour: LinkBehaviour::of(&behaviour),
                 },
                 // The create API only stores URLs it serialized itself (visible ASCII), so
                 // this means a row written by something else; a 404 beats a broken header.
@@ -177,15 +189,21 @@ where
         Ok(match entry {
             Local::Missing => Resolution::Missing,
             Local::Disabled => Resolution::Disabled,
-            Local::Found { expires_at, .. } if expires_at.is_some_and(|at| at <= now) => {
-                Resolution::Expired
-            }
+            Local::Found {
+                expires_at,
+                behaviour,
+                ..
+            } if expires_at.is_some_and(|at| at <= now) => Resolution::Expired {
+                expired_url: behaviour.and_then(|b| b.expired_url.clone()),
+            },
             Local::Found {
                 location,
                 expires_at,
+                behaviour,
             } => Resolution::Found {
                 location,
                 expires_at,
+                behaviour,
             },
         })
     }

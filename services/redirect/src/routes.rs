@@ -1,35 +1,33 @@
 //! HTTP routes of the redirect service.
 
-use actix_web::http::Method;
-use actix_web::http::StatusCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER};
+use actix_web::http::Method;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CACHE_CONTROL, HeaderValue, LOCATION, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
-use kurz_repository::{LinkCache, LinkRepository, PgRepository, RedisCache};
+use kurz_repository::{LinkCache, LinkRepository, PgRepository, RedisCache, Visit};
 
+use crate::behaviour::{CacheControl, LinkBehaviour, no_store};
 use crate::error::RedirectError;
+use crate::pages::Page;
+use crate::query::{Merge, merge};
 use crate::resolve::{Resolution, Resolver};
 use crate::scan::ScanGuard;
+use crate::visits::VisitGate;
 
 /// Everything a request needs, shared by all workers.
 #[derive(Debug)]
 pub struct State {
     pub resolver: Resolver<PgRepository, RedisCache>,
+    /// `KURZ_REDIRECT_STATUS`: links without a status of their own.
     pub status: StatusCode,
+    pub caching: CacheControl,
     pub scan: ScanGuard,
+    pub visits: VisitGate,
 }
-
-/// How long a browser may reuse a temporary redirect: 90 s, as the largest shorteners do, so
-/// a deleted link stops working within a minute and a half for people who followed it.
-const TEMPORARY_MAX_AGE: i64 = 90;
-/// Permanent redirects are cached by browsers whatever we say; a day keeps CDNs honest.
-const PERMANENT_MAX_AGE: i64 = 86_400;
-/// The two headers as constants, so the usual redirect builds no string (kept equal to the
-/// ages above by a test).
-const TEMPORARY_CACHE_CONTROL: &str = "private, max-age=90";
-const PERMANENT_CACHE_CONTROL: &str = "public, max-age=86400";
 
 /// 200 when PostgreSQL answers, `degraded` without Redis, 503 without PostgreSQL.
 pub async fn readyz(state: web::Data<State>) -> HttpResponse {
@@ -59,126 +57,117 @@ pub async fn redirect(
     state: web::Data<State>,
 ) -> Result<HttpResponse, RedirectError> {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
-        return Ok(not_found());
+        return Ok(Page::NotFound.respond(&request));
     }
     if let Some(retry) = state.scan.blocked(&request) {
-        return Ok(too_many_requests(retry));
+        return Ok(too_many_requests(&request, retry));
     }
     let code = request.path().strip_prefix('/').unwrap_or_default();
     let now = Utc::now();
     Ok(match state.resolver.resolve(code, now).await? {
+        // Most links: the service's status and a header built at start; nothing else.
         Resolution::Found {
             location,
             expires_at,
-        } => HttpResponse::build(state.status)
-            .insert_header((LOCATION, location))
-            .insert_header((CACHE_CONTROL, cache_control(state.status, expires_at, now)))
-            .finish(),
-        Resolution::Expired => small_page(StatusCode::GONE, "This link has expired.\n"),
-        Resolution::Disabled => small_page(
-            StatusCode::GONE,
-            "This link has been disabled by the operators of this service.\n",
+            behaviour: None,
+        } => found(
+            state.status,
+            location,
+            state.caching.for_redirect(state.status, expires_at, now),
         ),
+        // Boxed: its state machine (a PostgreSQL call for limited links) would otherwise
+        // be part of every request's future, copied around on hits that never run it.
+        Resolution::Found {
+            location,
+            expires_at,
+            behaviour: Some(behaviour),
+        } => {
+            let own = OwnBehaviour {
+                code,
+                location,
+                expires_at,
+                behaviour,
+                now,
+            };
+            Box::pin(own.respond(&request, &state)).await?
+        }
+        Resolution::Expired { expired_url } => expired(&request, expired_url),
+        Resolution::Disabled => Page::Disabled.respond(&request),
         Resolution::Missing => match state.scan.missed(&request, code).await {
-            Some(retry) => too_many_requests(retry),
-            None => not_found(),
+            Some(retry) => too_many_requests(&request, retry),
+            None => Page::NotFound.respond(&request),
         },
     })
 }
 
-/// Unknown routes (`/a/b`, `/`) are just unknown links to a browser.
-fn not_found() -> HttpResponse {
-    small_page(StatusCode::NOT_FOUND, "No link has this code.\n")
+/// A found link with a behaviour of its own.
+struct OwnBehaviour<'a> {
+    code: &'a str,
+    location: HeaderValue,
+    expires_at: Option<DateTime<Utc>>,
+    behaviour: Arc<LinkBehaviour>,
+    now: DateTime<Utc>,
+}
+
+impl OwnBehaviour<'_> {
+    /// In this order: the query merge (a 414 must not use up a visit), then the visit limit,
+    /// then the redirect.
+    async fn respond(
+        self,
+        request: &HttpRequest,
+        state: &State,
+    ) -> Result<HttpResponse, RedirectError> {
+        let behaviour = &self.behaviour;
+        let status = behaviour.status.unwrap_or(state.status);
+        let location = if behaviour.forward_query {
+            match merge(self.location.as_bytes(), request.query_string().as_bytes()) {
+                Merge::Unchanged => self.location,
+                Merge::Merged(location) => location,
+                Merge::TooLong => return Ok(Page::QueryTooLong.respond(request)),
+            }
+        } else {
+            self.location
+        };
+        if !behaviour.limited {
+            let cache_control = state
+                .caching
+                .for_redirect(status, self.expires_at, self.now);
+            return Ok(found(status, location, cache_control));
+        }
+        let repo = state.resolver.repository();
+        Ok(match state.visits.check(repo, self.code, request).await? {
+            // Never stored, whatever the status: a redirect a browser replays from its cache
+            // is a visit we never count, and one it keeps replaying after the last visit.
+            Visit::Granted | Visit::Unlimited => found(status, location, no_store()),
+            Visit::UsedUp => expired(request, behaviour.expired_url.clone()),
+            Visit::Disabled => Page::Disabled.respond(request),
+            Visit::Missing => Page::NotFound.respond(request),
+        })
+    }
+}
+
+fn found(status: StatusCode, location: HeaderValue, cache_control: HeaderValue) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((LOCATION, location))
+        .insert_header((CACHE_CONTROL, cache_control))
+        .finish()
+}
+
+/// An expired link, by date or by visits: a 302 to its `expired_url` when it has one (302
+/// whatever the link's own status, and never stored: the link may be edited back to life),
+/// else the 410 page. The link and its data stay; only unknown codes are 404.
+fn expired(request: &HttpRequest, expired_url: Option<HeaderValue>) -> HttpResponse {
+    match expired_url {
+        Some(url) => found(StatusCode::FOUND, url, no_store()),
+        None => Page::Expired.respond(request),
+    }
 }
 
 /// A client past its scan budget (see `scan`): the same answer for every code, live or not.
-fn too_many_requests(retry: Duration) -> HttpResponse {
-    let mut response = small_page(
-        StatusCode::TOO_MANY_REQUESTS,
-        "Too many requests for unknown links; please retry later.\n",
-    );
+fn too_many_requests(request: &HttpRequest, retry: Duration) -> HttpResponse {
+    let mut response = Page::TooManyRequests.respond(request);
     response
         .headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from(retry.as_secs().max(1)));
     response
-}
-
-fn small_page(status: StatusCode, text: &'static str) -> HttpResponse {
-    // no-store: the code may come to exist (404) and a browser must ask again.
-    HttpResponse::build(status)
-        .insert_header((CONTENT_TYPE, "text/plain; charset=utf-8"))
-        .insert_header((CACHE_CONTROL, "no-store"))
-        .body(text)
-}
-
-/// Short for temporary redirects so deletes take effect, long for permanent ones, and never
-/// past the link's expiry. The common case is a constant, so the hot path builds nothing.
-fn cache_control(
-    status: StatusCode,
-    expires_at: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> HeaderValue {
-    let permanent = matches!(
-        status,
-        StatusCode::MOVED_PERMANENTLY | StatusCode::PERMANENT_REDIRECT
-    );
-    let (scope, max_age, constant) = if permanent {
-        ("public", PERMANENT_MAX_AGE, PERMANENT_CACHE_CONTROL)
-    } else {
-        ("private", TEMPORARY_MAX_AGE, TEMPORARY_CACHE_CONTROL)
-    };
-    match expires_at.map(|at| (at - now).num_seconds().max(0)) {
-        Some(left) if left < max_age => HeaderValue::from_str(&format!("{scope}, max-age={left}"))
-            .unwrap_or_else(|_| HeaderValue::from_static("no-store")),
-        _ => HeaderValue::from_static(constant),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_constant_headers_say_the_configured_ages() {
-        assert_eq!(
-            TEMPORARY_CACHE_CONTROL,
-            format!("private, max-age={TEMPORARY_MAX_AGE}")
-        );
-        assert_eq!(
-            PERMANENT_CACHE_CONTROL,
-            format!("public, max-age={PERMANENT_MAX_AGE}")
-        );
-    }
-
-    #[test]
-    fn temporary_redirects_are_cached_briefly_and_privately() {
-        let now = Utc::now();
-        assert_eq!(
-            cache_control(StatusCode::FOUND, None, now),
-            "private, max-age=90"
-        );
-        assert_eq!(
-            cache_control(StatusCode::TEMPORARY_REDIRECT, None, now),
-            "private, max-age=90"
-        );
-    }
-
-    #[test]
-    fn permanent_redirects_are_cached_for_a_day() {
-        let now = Utc::now();
-        assert_eq!(
-            cache_control(StatusCode::MOVED_PERMANENTLY, None, now),
-            "public, max-age=86400"
-        );
-    }
-
-    #[test]
-    fn caching_never_outlives_the_link() {
-        let now = Utc::now();
-        let soon = now + chrono::Duration::seconds(30);
-        assert_eq!(
-            cache_control(StatusCode::MOVED_PERMANENTLY, Some(soon), now),
-            "public, max-age=30"
-        );
-    }
 }

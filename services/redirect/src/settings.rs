@@ -26,10 +26,15 @@ pub struct Settings {
 
 #[derive(Debug, Clone, Copy)]
 pub struct RedirectSettings {
-    /// `KURZ_REDIRECT_STATUS`: 301, 302 (default), 307 or 308. 302 because a temporary
-    /// redirect is re-asked by browsers, so deletes (and later edits) take effect; 301 is
-    /// cached by browsers for good.
+    /// `KURZ_REDIRECT_STATUS`: 301, 302 (default), 307 or 308, for links without a
+    /// `redirect_status` of their own. 302 because a temporary redirect is re-asked by
+    /// browsers, so deletes and edits take effect and clicks are seen; a 301 is kept.
     pub status: StatusCode,
+    /// `KURZ_PERMANENT_REDIRECT_MAX_AGE_SECS`: the `max-age` of 301 and 308 redirects
+    /// (`private`, never past the link's expiry; default 300 s, 0 to 31,536,000; 0 sends
+    /// `no-store`). It bounds how long a browser keeps following an edited or deleted link
+    /// without asking. Temporary redirects are always `no-store`.
+    pub permanent_max_age: Duration,
     /// `KURZ_CACHE_TTL_SECS`: how long Redis keeps a link (default 3,600 s).
     pub cache_ttl: Duration,
     /// `KURZ_NEGATIVE_CACHE_TTL_SECS`: how long Redis remembers an unknown code (default 10 s),
@@ -65,6 +70,7 @@ impl RedirectSettings {
 #[serde(default)]
 struct Vars {
     redirect_status: Option<u16>,
+    permanent_redirect_max_age_secs: Option<u64>,
     cache_ttl_secs: Option<u64>,
     negative_cache_ttl_secs: Option<u64>,
     local_cache_ttl_ms: Option<u64>,
@@ -74,6 +80,20 @@ struct Vars {
 }
 
 impl Settings {
+    /// Reads the redirect service's settings: the groups every service shares
+    /// (`KURZ_DATABASE_*`, `KURZ_BREAKER_*`, `KURZ_REDIS_*`, `KURZ_LISTEN`,
+    /// `KURZ_TRUSTED_PROXIES`, telemetry; see `kurz_settings`), and its own:
+    ///
+    /// | Variable | Default | Unit, range |
+    /// | --- | --- | --- |
+    /// | `KURZ_REDIRECT_STATUS` | 302 | 301, 302, 307 or 308 |
+    /// | `KURZ_PERMANENT_REDIRECT_MAX_AGE_SECS` | 300 | seconds, 0 (`no-store`) to 31,536,000 |
+    /// | `KURZ_CACHE_TTL_SECS` | 3,600 | seconds, at least 1 |
+    /// | `KURZ_NEGATIVE_CACHE_TTL_SECS` | 10 | seconds, at least 1 |
+    /// | `KURZ_LOCAL_CACHE_TTL_MS` | 5,000 | milliseconds, at least 1 |
+    /// | `KURZ_LOCAL_CACHE_CAPACITY` | 100,000 | answers |
+    /// | `KURZ_SCAN_BUDGET` | 100 | unknown codes per window, 0 (off) to 1,000,000 |
+    /// | `KURZ_SCAN_WINDOW_SECS` | 60 | seconds, 1 to 86,400 |
     pub fn from_source(source: &Source) -> Result<Self, SettingsError> {
         let vars: Vars = source.extract()?;
         let status = match vars.redirect_status.unwrap_or(302) {
@@ -92,6 +112,11 @@ impl Settings {
             telemetry: TelemetrySettings::from_source(source)?,
             redirect: RedirectSettings {
                 status,
+                permanent_max_age: Duration::from_secs(in_range(
+                    "KURZ_PERMANENT_REDIRECT_MAX_AGE_SECS",
+                    vars.permanent_redirect_max_age_secs.unwrap_or(300),
+                    0..=31_536_000,
+                )?),
                 cache_ttl: positive_secs(
                     "KURZ_CACHE_TTL_SECS",
                     vars.cache_ttl_secs.unwrap_or(3_600),
@@ -129,6 +154,18 @@ mod tests {
         let s = Settings::from_source(&Source::default()).expect("valid");
         assert_eq!(s.redirect.status, StatusCode::FOUND);
         assert_eq!(s.http.listen.port(), 8080);
+    }
+
+    #[test]
+    fn permanent_redirects_are_kept_five_minutes_by_default_and_at_most_a_year() {
+        let s = Settings::from_source(&Source::default()).expect("valid");
+        assert_eq!(s.redirect.permanent_max_age, Duration::from_secs(300));
+        let var = "KURZ_PERMANENT_REDIRECT_MAX_AGE_SECS";
+        let zero = Settings::from_source(&Source::from_vars([(var, "0")])).expect("valid");
+        assert_eq!(zero.redirect.permanent_max_age, Duration::ZERO);
+        let err =
+            Settings::from_source(&Source::from_vars([(var, "31536001")])).expect_err("must fail");
+        assert!(err.to_string().contains(var), "{err}");
     }
 
     #[test]

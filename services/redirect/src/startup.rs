@@ -10,10 +10,12 @@ use anyhow::Context;
 use kurz_ratelimit::Store;
 use kurz_repository::{PgRepository, RedisCache};
 
+use crate::behaviour::CacheControl;
 use crate::resolve::Resolver;
 use crate::routes::{self, State};
 use crate::scan::ScanGuard;
 use crate::settings::Settings;
+use crate::visits::VisitGate;
 
 /// The redirect service, bound to its port and ready to run.
 #[allow(missing_debug_implementations)] // actix's `Server` is not `Debug`
@@ -60,7 +62,9 @@ impl Application {
         let state = web::Data::new(State {
             resolver,
             status: settings.redirect.status,
+            caching: CacheControl::new(settings.redirect.permanent_max_age),
             scan,
+            visits: VisitGate::new(),
         });
         let listener = TcpListener::bind(settings.http.listen)
             .with_context(|| format!("binding {}", settings.http.listen))?;

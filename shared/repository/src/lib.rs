@@ -10,6 +10,7 @@
 //! - [`links`]: the SQL of links and their idempotency keys.
 //! - [`batch`]: group commit of link inserts.
 //! - [`bulk`]: many links in one transaction (bulk creates, imports) and the import records.
+//! - [`visits`]: visit limits, counted atomically in PostgreSQL (`PgRepository::count_visit`).
 //! - [`breaker`]: the circuit breaker every PostgreSQL call goes through.
 //! - [`cache`]: the Redis link cache.
 //! - The traits below are what services program against, so a decorator (a circuit breaker,
@@ -27,6 +28,7 @@ pub mod links;
 pub mod model;
 pub mod postgres;
 pub mod token;
+pub mod visits;
 
 use std::future::Future;
 
@@ -38,6 +40,7 @@ pub use model::{
     Behaviour, CachedLink, CodeSource, IdempotentCreate, Link, NewLink, Owner, RefillReport,
 };
 pub use postgres::PgRepository;
+pub use visits::Visit;
 
 /// Durable link storage: PostgreSQL, the source of truth.
 pub trait LinkRepository: Send + Sync + 'static {

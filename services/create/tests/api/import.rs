@@ -262,6 +262,14 @@ async fn an_import_killed_midway_and_run_again_imports_every_valid_row_exactly_o
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while rows_done().await < 5_000 {
+        if let Some(status) = first.try_wait().expect("the first run") {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = first.stderr.take() {
+                use tokio::io::AsyncReadExt as _;
+                let _ = pipe.read_to_string(&mut stderr).await;
+            }
+            panic!("the first run ended ({status}) before it was killed: {stderr}");
+        }
         assert!(Instant::now() < deadline, "no batches committed");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

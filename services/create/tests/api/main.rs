@@ -13,6 +13,7 @@ mod import;
 mod keys;
 mod links;
 mod metrics;
+mod openapi;
 mod ratelimit;
 mod resilience;
 mod validation;

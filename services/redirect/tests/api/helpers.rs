@@ -3,7 +3,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis;
 use kurz_redirect::{Application, Settings};
-use kurz_repository::{Link, LinkRepository, NewLink, PgRepository};
+use kurz_repository::{Behaviour, Link, LinkRepository, NewLink, PgRepository};
 use kurz_settings::Source;
 use kurz_testkit::{RunningApp, TestEnv};
 
@@ -29,11 +29,22 @@ pub async fn insert(
     url: &str,
     expires_at: Option<DateTime<Utc>>,
 ) -> Link {
+    insert_with(env, code, url, expires_at, Behaviour::default()).await
+}
+
+/// A link with a behaviour of its own (status, forward_query, expired_url, max_visits).
+pub async fn insert_with(
+    env: &TestEnv,
+    code: &str,
+    url: &str,
+    expires_at: Option<DateTime<Utc>>,
+    behaviour: Behaviour,
+) -> Link {
     let link = NewLink {
         target_url: url.to_owned(),
         expires_at,
         owner_id: None,
-        behaviour: Default::default(),
+        behaviour,
     };
     repo(env)
         .insert_with_alias(code, &link)
@@ -60,4 +71,28 @@ pub async fn wait_cached(env: &TestEnv, code: &str) -> String {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("{code} was never cached");
+}
+
+/// A desktop browser's User-Agent: what uses up a visit of a limited link (a client without
+/// one is a bot).
+pub const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+
+/// A test client (no redirects followed) that says it is a browser.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(BROWSER)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("building the browser client")
+}
+
+/// `links.visits` of `code`, read in PostgreSQL.
+pub async fn visits(env: &TestEnv, code: &str) -> i64 {
+    env.sql()
+        .await
+        .query_one("SELECT visits FROM links WHERE code = $1", &[&code])
+        .await
+        .expect("the link's row")
+        .get(0)
 }

@@ -23,7 +23,7 @@ async fn a_known_code_redirects_with_302_to_its_target() {
         response.headers()[LOCATION],
         "https://example.com/landing?x=1"
     );
-    assert_eq!(response.headers()[CACHE_CONTROL], "private, max-age=90");
+    assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
 }
 
 #[tokio::test]
@@ -48,9 +48,9 @@ async fn the_redirect_status_is_configurable() {
     let env = TestEnv::start().await;
     insert(&env, "status1", "https://example.com/", None).await;
     for (status, cache_control) in [
-        ("301", "public, max-age=86400"),
-        ("307", "private, max-age=90"),
-        ("308", "public, max-age=86400"),
+        ("301", "private, max-age=300"),
+        ("307", "no-store"),
+        ("308", "private, max-age=300"),
     ] {
         let app = spawn_redirect(&env, &[("KURZ_REDIRECT_STATUS", status)]).await;
 
@@ -133,7 +133,8 @@ async fn a_link_expiring_later_still_redirects_and_is_cached_no_longer_than_it_l
         Some(Utc::now() + Duration::seconds(60)),
     )
     .await;
-    let app = spawn_redirect(&env, &[]).await;
+    // Permanent redirects are the ones browsers keep; temporary ones are never stored.
+    let app = spawn_redirect(&env, &[("KURZ_REDIRECT_STATUS", "301")]).await;
 
     let response = http_client()
         .get(app.url("/soon123"))
@@ -141,7 +142,7 @@ async fn a_link_expiring_later_still_redirects_and_is_cached_no_longer_than_it_l
         .await
         .expect("request");
 
-    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY);
     let max_age: i64 = response.headers()[CACHE_CONTROL].to_str().expect("ascii")
         ["private, max-age=".len()..]
         .parse()
