@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::error::RepoError;
-use crate::links::{INSERT_MANY, ManyColumns, link_columns, link_from_row};
+// The key is claimed as for a single create (`CLAIM_IDEMPOTENCY_KEY`): a concurrent duplicate
+// waits for this transaction, then finds its committed row.
+use crate::links::{CLAIM_IDEMPOTENCY_KEY, INSERT_MANY, ManyColumns, link_columns, link_from_row};
 use crate::model::{Link, NewLink};
 use crate::postgres::PgRepository;
 
@@ -150,11 +152,6 @@ const ROW_TYPES: [Type; 8] = [
     Type::INT8_ARRAY,
 ];
 
-// As crate::links' CLAIM_IDEMPOTENCY_KEY: the primary key makes a concurrent duplicate wait
-// for this transaction, then find its committed row.
-const CLAIM_KEY: &str = "\
-    INSERT INTO idempotency_keys (key, request, account_id) VALUES ($1, $2, $3) \
-    ON CONFLICT (key) DO NOTHING";
 const FIND_KEY: &str = "SELECT request, account_id, response FROM idempotency_keys WHERE key = $1";
 const RECORD_RESPONSE: &str = "UPDATE idempotency_keys SET response = $2 WHERE key = $1";
 
@@ -295,7 +292,7 @@ impl PgRepository {
             if let Some(key) = &key {
                 let claimed = tx
                     .execute_typed(
-                        CLAIM_KEY,
+                        CLAIM_IDEMPOTENCY_KEY,
                         &[
                             (&key.key, Type::TEXT),
                             (&key.request, Type::TEXT),

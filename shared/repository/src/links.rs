@@ -125,7 +125,7 @@ const INSERT_WITH_ALIAS: &str = concat!(
 // ON CONFLICT DO NOTHING waits for a concurrent transaction holding the same key, so exactly
 // one request of a burst of duplicates gets a row back and creates the link. The LEFT JOIN
 // finds keys of bulk creates too, which hold a response instead of one code.
-const CLAIM_IDEMPOTENCY_KEY: &str = "\
+pub(crate) const CLAIM_IDEMPOTENCY_KEY: &str = "\
     INSERT INTO idempotency_keys (key, request, account_id) VALUES ($1, $2, $3) \
     ON CONFLICT (key) DO NOTHING";
 const RECORD_IDEMPOTENT_LINK: &str = "UPDATE idempotency_keys SET code = $2 WHERE key = $1";

@@ -78,6 +78,20 @@ fn assert_same_rejections(found: &[(u64, String)], expected: &[(u64, String)]) {
     );
 }
 
+/// The arguments of an import of `file` for `acme`, reporting to `report`, with `extra` flags.
+fn arguments(report: &Path, file: &Path, extra: &[&str]) -> Vec<String> {
+    let path = |p: &Path| p.to_str().expect("a UTF-8 path").to_owned();
+    let mut args = vec![
+        "--account".into(),
+        "acme".into(),
+        "--report".into(),
+        path(report),
+    ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    args.push(path(file));
+    args
+}
+
 /// `kurz-create import` with this env's settings, without a terminal.
 fn import(env: &TestEnv, args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kurz-create"));
@@ -178,31 +192,16 @@ async fn one_million_rows_import_in_bounded_memory_with_progress_and_a_report() 
     let (env, dir) = setup(ROWS + 1_000).await;
     let file = fixture(dir.path(), ROWS, "imp");
     let report_path = dir.path().join("rejected.csv");
-    let args = [
-        "--account",
-        "acme",
-        "--report",
-        report_path.to_str().expect("utf-8"),
-        "--progress-every",
-        "2",
-        file.path.to_str().expect("utf-8"),
-    ];
+    let args = arguments(&report_path, &file.path, &["--progress-every", "2"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
     // What the binary needs for a tiny file: runtime, pools, allocator arenas.
     let small_dir = tempfile::tempdir().expect("a temp dir");
     let small = fixture(small_dir.path(), 1_000, "small");
     let small_report = small_dir.path().join("rejected.csv");
-    let (small_output, baseline_kib) = watched(import(
-        &env,
-        &[
-            "--account",
-            "acme",
-            "--report",
-            small_report.to_str().expect("utf-8"),
-            small.path.to_str().expect("utf-8"),
-        ],
-    ))
-    .await;
+    let small_args = arguments(&small_report, &small.path, &[]);
+    let small_args: Vec<&str> = small_args.iter().map(String::as_str).collect();
+    let (small_output, baseline_kib) = watched(import(&env, &small_args)).await;
     assert!(small_output.status.success());
 
     let started = Instant::now();
@@ -242,15 +241,8 @@ async fn an_import_killed_midway_and_run_again_imports_every_valid_row_exactly_o
     let (env, dir) = setup(2 * ROWS).await;
     let file = fixture(dir.path(), ROWS, "imp");
     let report_path = dir.path().join("rejected.csv");
-    let args = [
-        "--account",
-        "acme",
-        "--report",
-        report_path.to_str().expect("utf-8"),
-        "--batch-size",
-        "500",
-        file.path.to_str().expect("utf-8"),
-    ];
+    let args = arguments(&report_path, &file.path, &["--batch-size", "500"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
     let mut first = import(&env, &args).spawn().expect("kurz-create starts");
     let sql = env.sql().await;
