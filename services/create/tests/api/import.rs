@@ -189,7 +189,9 @@ async fn watched(mut command: tokio::process::Command) -> (Output, u64) {
 #[tokio::test]
 async fn one_million_rows_import_in_bounded_memory_with_progress_and_a_report() {
     const ROWS: u64 = 1_000_000;
-    let (env, dir) = setup(ROWS + 1_000).await;
+    // Room to spare: a key claim that times out on a loaded machine may still have committed,
+    // stranding its keys, and no key-pool worker runs here to refill the pool.
+    let (env, dir) = setup(ROWS + 100_000).await;
     let file = fixture(dir.path(), ROWS, "imp");
     let report_path = dir.path().join("rejected.csv");
     let args = arguments(&report_path, &file.path, &["--progress-every", "2"]);
