@@ -9,6 +9,7 @@
 //! - [`guard`]: the middleware in front of `/api`: client IP, credentials, rate limits.
 //! - [`routes`]: `POST /api/v1/links`, `GET` and `DELETE /api/v1/links/{code}`, disabling
 //!   links, probes.
+//! - [`manage`]: editing links (`PATCH /api/v1/links/{code}`), listing and counting them.
 //! - [`admin`]: accounts and API keys (`/api/v1/accounts`, `/api/v1/keys`).
 //! - [`error`]: [`ApiError`], the one place failures become HTTP responses.
 //! - [`startup`]: [`Application`], built from settings and run until a shutdown signal.
@@ -19,6 +20,7 @@ pub mod blocklist;
 pub mod error;
 pub mod guard;
 pub mod keys;
+pub mod manage;
 pub mod request;
 pub mod routes;
 pub mod settings;

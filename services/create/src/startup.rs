@@ -20,6 +20,7 @@ use crate::blocklist::{BlocklistWatcher, SharedBlocklist};
 use crate::error::ApiError;
 use crate::guard::Guard;
 use crate::keys::KeyBuffer;
+use crate::manage;
 use crate::routes::{self, State};
 use crate::settings::Settings;
 use crate::validate::UrlPolicy;
@@ -165,11 +166,18 @@ fn api() -> actix_web::Scope<
     };
     web::scope("/api")
         .wrap(from_fn(crate::guard::guard))
-        .service(resource("/v1/links").route(web::post().to(routes::create)))
+        .service(
+            resource("/v1/links")
+                .route(web::post().to(routes::create))
+                .route(web::get().to(manage::list)),
+        )
+        // Before `{code}`, which would otherwise take it (and `count` is a reserved alias).
+        .service(resource("/v1/links/count").route(web::get().to(manage::count)))
         .service(
             resource("/v1/links/{code}")
                 .route(web::get().to(routes::get))
-                .route(web::delete().to(routes::delete)),
+                .route(web::delete().to(routes::delete))
+                .route(web::patch().to(manage::patch)),
         )
         .service(resource("/v1/links/{code}/disable").route(web::post().to(routes::disable)))
         .service(resource("/v1/links/{code}/enable").route(web::post().to(routes::enable)))
