@@ -39,6 +39,21 @@ kurz_install_deps() {
     kurz__apt_install "${sudo[@]}" -- "${missing[@]}"
 }
 
+# Python 3 with a working venv module (Debian ships ensurepip, which venv needs, in python3-venv),
+# for the project-local virtualenvs of Python tools such as schemathesis. Prints the python3 to use.
+kurz_install_python_venv() {
+    local python=/usr/bin/python3
+    if [[ ! -x $python ]] || ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
+        command -v apt-get >/dev/null ||
+            kurz_die "need python3 with the venv module and no apt-get here; install python3 and python3-venv"
+        local -a sudo=()
+        ((EUID == 0)) || sudo=(sudo)
+        kurz_log "installing python3 and python3-venv with apt-get"
+        kurz__apt_install "${sudo[@]}" -- python3 python3-venv >&2
+    fi
+    printf '%s\n' "$python"
+}
+
 # A subshell (the parentheses), so its traps cannot replace the ones of the script that sourced us.
 # Arguments: the sudo prefix (possibly empty), --, then the packages.
 kurz__apt_install() (
@@ -120,6 +135,70 @@ kurz_stop_services() {
         wait "$pid" 2>/dev/null
         unset 'services[$name]'
     done
+}
+
+# Prints the end of the log LOGDIR/NAME.log, where the reason a service stopped usually is.
+kurz_show_log_tail() {
+    local logdir=$1 name=$2
+    kurz_log "last lines of $logdir/$name.log:"
+    tail -n 40 "$logdir/$name.log" | sed 's/^/    /' >&2
+}
+
+# Runs a one-shot step NAME (migrations, a refill) with its output in LOGDIR/NAME.log, shown on
+# failure: kurz_run_step LOGDIR NAME COMMAND...
+kurz_run_step() {
+    local logdir=$1 name=$2
+    shift 2
+    kurz_log "running $name"
+    "$@" </dev/null >"$logdir/$name.log" 2>&1 || {
+        kurz_show_log_tail "$logdir" "$name"
+        kurz_die "$name failed"
+    }
+}
+
+# Starts a long-running service in the background: kurz_start_service PIDS LOGDIR NAME COMMAND...
+# PIDS names the caller's associative array (name -> pid) that kurz_stop_services stops. Each
+# start truncates LOGDIR/NAME.log, so what you read belongs to this run. stdin is /dev/null: CI
+# starts us with stdin closed.
+kurz_start_service() {
+    local -n into=$1
+    local logdir=$2 name=$3
+    shift 3
+    "$@" </dev/null >"$logdir/$name.log" 2>&1 &
+    # shellcheck disable=SC2004,SC2034 # a nameref to the caller's associative array
+    into[$name]=$!
+}
+
+# Waits up to 60 s for http://127.0.0.1:PORT/readyz of the service NAME that kurz_start_service
+# started, or stops the script with the end of its log: kurz_wait_ready PIDS LOGDIR NAME PORT.
+kurz_wait_ready() {
+    local -n started=$1
+    local logdir=$2 name=$3 port=$4 status=0
+    kurz_wait_http "http://127.0.0.1:$port/readyz" 60 "${started[$name]}" || status=$?
+    case $status in
+    0) return 0 ;;
+    2)
+        kurz_show_log_tail "$logdir" "$name"
+        kurz_die "$name exited during start-up"
+        ;;
+    *)
+        kurz_show_log_tail "$logdir" "$name"
+        kurz_die "$name was not ready on port $port within 60 s"
+        ;;
+    esac
+}
+
+# Prints a new API key for ACCOUNT (created if missing), made by BIN/kurz-keypool with the
+# environment's KURZ_DATABASE_URL: kurz_mint_api_key BIN LOGDIR ACCOUNT api-keys-create-args...
+# (--name, --scope, --rate-limit, --replace). Notes go to LOGDIR/keypool-admin.log.
+kurz_mint_api_key() {
+    local bin=$1 logdir=$2 account=$3
+    shift 3
+    local log=$logdir/keypool-admin.log
+    "$bin/kurz-keypool" accounts create "$account" --exists-ok </dev/null >/dev/null 2>>"$log" ||
+        kurz_die "creating the account $account failed (see $log)"
+    "$bin/kurz-keypool" api-keys create --account "$account" "$@" </dev/null 2>>"$log" ||
+        kurz_die "making an API key for $account failed (see $log)"
 }
 
 # --- Ports -------------------------------------------------------------------------------------

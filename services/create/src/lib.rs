@@ -11,6 +11,8 @@
 //!   links, probes.
 //! - [`manage`]: editing links (`PATCH /api/v1/links/{code}`), listing and counting them.
 //! - [`admin`]: accounts and API keys (`/api/v1/accounts`, `/api/v1/keys`).
+//! - [`openapi`]: the OpenAPI document generated from the handlers' annotations, served at
+//!   `/api/v1/openapi.json` and `/docs`, and the 404/405 of requests no route takes.
 //! - [`error`]: [`ApiError`], the one place failures become HTTP responses.
 //! - [`startup`]: [`Application`], built from settings and run until a shutdown signal.
 
@@ -21,6 +23,7 @@ pub mod error;
 pub mod guard;
 pub mod keys;
 pub mod manage;
+pub mod openapi;
 pub mod request;
 pub mod routes;
 pub mod settings;

@@ -1,16 +1,18 @@
 //! Managing links once they exist: `PATCH /api/v1/links/{code}` (edit), `GET /api/v1/links`
 //! (list, newest first, keyset pagination) and `GET /api/v1/links/count`.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, get, patch, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use kurz_repository::Scope;
 use kurz_repository::listing::{Keyset, LinkEdit, LinkFilter, ListOwner, StatusFilter};
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Authorized, LinksRead, LinksWrite};
 use crate::error::ApiError;
+use crate::openapi::errors;
 use crate::routes::{LinkView, State, replace_everywhere};
 use crate::validate::{
     UrlPolicy, ValidationError, check_max_visits, check_redirect_status, parse_expires_at,
@@ -32,20 +34,33 @@ const CURSOR_VERSION: u8 = 1;
 /// cannot be cleared, so `null` there is refused (`invalid_body`) rather than read as "keep"
 /// or as `false`. Unknown fields are refused too, `code` and `alias` among them: a code never
 /// changes.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditLink {
+    /// The new target, checked and normalized as on create. Cannot be `null`.
     #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false, example = "https://example.com/new-page")]
     pub url: Option<String>,
+    /// RFC 3339 date-time with an offset, in the future; `null`: never expires.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, format = DateTime, example = "2031-01-31T12:00:00Z")]
     pub expires_at: Option<Option<String>>,
+    /// 301, 302, 307 or 308; `null`: the redirect service's default.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u16>, example = 307)]
     pub redirect_status: Option<Option<u16>>,
+    /// Merge the request's query string into the target's. Cannot be `null`: send `false`.
     #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
     pub forward_query: Option<bool>,
+    /// Where the link sends people once expired, checked as `url`; `null`: a 410 page.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, example = "https://example.com/over")]
     pub expired_url: Option<Option<String>>,
+    /// 1 to 1,000,000,000,000; `null`: no limit. Lowering it to or below `visits` uses the
+    /// link up; `visits` is never reset.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub max_visits: Option<Option<i64>>,
 }
 
@@ -100,6 +115,25 @@ fn each<T, U>(
 /// `PATCH /api/v1/links/{code}`: edits one's own link (an admin: any link) and answers the
 /// whole link as stored. Every redirect instance follows within a second: the Redis entry is
 /// overwritten and the in-process copies are dropped over pub/sub.
+#[utoipa::path(
+    tag = "links",
+    summary = "Edit a link",
+    description = "JSON Merge Patch (RFC 7396) semantics, sent as `application/json`: a field \
+        left out keeps its value, `null` clears it, a value sets it. `url` and `forward_query` \
+        cannot be `null`; unknown fields (`code`, `alias`) are refused, so a code never changes. \
+        Values are checked with the create rules, in the same order, and a refused edit \
+        changes nothing. `updated_at` moves only when a value changes. Every redirect \
+        instance follows within a second. Another account's link is 404.",
+    security(("bearer" = ["links:write"])),
+    params(("code" = String, Path, description = "The link's code or alias.")),
+    request_body = EditLink,
+    responses(
+        (status = 200, description = "The link as stored.", body = LinkView),
+        (status = 404, response = inline(errors::NotFound)),
+        (status = 422, response = inline(errors::InvalidEdit)),
+    ),
+)]
+#[patch("/v1/links/{code}")]
 pub async fn patch(
     caller: Authorized<LinksWrite>,
     code: web::Path<String>,
@@ -119,58 +153,149 @@ pub async fn patch(
     Ok(HttpResponse::Ok().json(state.view(link)))
 }
 
-/// The query string of `GET /api/v1/links` and `/count` (which refuses `limit` and `cursor`).
-/// Values are read as text and checked here, so that each bad one is named.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
-    pub q: Option<String>,
-    /// `active`, `expired`, `disabled` or `all` (the default).
-    #[serde(default)]
-    pub status: StatusFilter,
-    pub created_after: Option<String>,
-    pub created_before: Option<String>,
-    /// Admins only: an account id, or `anonymous` for links created without one.
-    pub account: Option<String>,
+/// `status` as the query string names it.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusParam {
+    /// Every link (deleted ones never appear).
+    #[default]
+    All,
+    /// Neither disabled nor expired.
+    Active,
+    /// Not disabled, and past `expires_at` or out of visits (`visits >= max_visits`).
+    Expired,
+    /// Disabled by an admin, expired or not.
+    Disabled,
+}
+
+impl From<StatusParam> for StatusFilter {
+    fn from(status: StatusParam) -> Self {
+        match status {
+            StatusParam::All => Self::All,
+            StatusParam::Active => Self::Active,
+            StatusParam::Expired => Self::Expired,
+            StatusParam::Disabled => Self::Disabled,
+        }
+    }
+}
+
+/// A query string made of `extra` fields and the filters that `GET /api/v1/links` and
+/// `/count` share, so that the filters are declared once and `/count` refuses `limit` and
+/// `cursor` as the unknown parameters they are there. Values are read as text and checked by
+/// [`filter_of`], so that each bad one is named.
+macro_rules! filtered_query {
+    ($(#[$meta:meta])* $name:ident { $($(#[$field_meta:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Default, Deserialize, IntoParams)]
+        #[serde(deny_unknown_fields)]
+        #[into_params(parameter_in = Query)]
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $ty,)*
+            /// Found anywhere in the URL or the code, ignoring case; `%` and `_` are ordinary
+            /// characters. 1 to 200 characters, without control characters.
+            #[param(min_length = 1, max_length = 200)]
+            pub q: Option<String>,
+            /// `active`, `expired`, `disabled` or `all`.
+            #[serde(default)]
+            #[param(inline)]
+            pub status: StatusParam,
+            /// RFC 3339: links created strictly after this.
+            #[param(format = DateTime)]
+            pub created_after: Option<String>,
+            /// RFC 3339: links created strictly before this.
+            #[param(format = DateTime)]
+            pub created_before: Option<String>,
+            /// Admins only (others: 403): an account id, or `anonymous` for links created
+            /// without one. Without it: the key's own account.
+            pub account: Option<String>,
+        }
+
+        impl $name {
+            fn filter(
+                &self,
+                caller: &Authorized<LinksRead>,
+                now: DateTime<Utc>,
+            ) -> Result<LinkFilter, ApiError> {
+                filter_of(
+                    Filters {
+                        q: self.q.as_deref(),
+                        status: self.status,
+                        created_after: self.created_after.as_deref(),
+                        created_before: self.created_before.as_deref(),
+                        account: self.account.as_deref(),
+                    },
+                    caller,
+                    now,
+                )
+            }
+        }
+    };
+}
+
+filtered_query! {
+    /// The query string of `GET /api/v1/links`.
+    ListQuery {
+        /// Links per page, 1 to 100 (20 by default).
+        #[param(minimum = 1, maximum = 100)]
+        limit: Option<u32>,
+        /// `next_cursor` of the previous page, unchanged.
+        cursor: Option<String>,
+    }
+}
+
+filtered_query! {
+    /// The query string of `GET /api/v1/links/count`.
+    CountQuery {}
+}
+
+/// The shared filters of a query string, as sent.
+struct Filters<'a> {
+    q: Option<&'a str>,
+    status: StatusParam,
+    created_after: Option<&'a str>,
+    created_before: Option<&'a str>,
+    account: Option<&'a str>,
+}
+
+/// The filter, for `caller`: its own account's links unless an admin names another.
+fn filter_of(
+    sent: Filters<'_>,
+    caller: &Authorized<LinksRead>,
+    now: DateTime<Utc>,
+) -> Result<LinkFilter, ApiError> {
+    let owner = match sent.account {
+        None => ListOwner::Account(caller.credential.account.id),
+        Some(_) if !caller.credential.key.has_scope(Scope::Admin) => {
+            return Err(ApiError::InsufficientScope(Scope::Admin));
+        }
+        Some("anonymous") => ListOwner::Anonymous,
+        Some(raw) => raw
+            .parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .map(ListOwner::Account)
+            .ok_or_else(|| invalid("account must be an account id or `anonymous`"))?,
+    };
+    // Control characters match no stored URL (validation refuses them), and PostgreSQL
+    // refuses a NUL in text outright.
+    if let Some(q) = sent.q
+        && (!(1..=MAX_SEARCH_CHARS).contains(&q.chars().count()) || q.chars().any(char::is_control))
+    {
+        return Err(invalid(
+            "q must be 1 to 200 characters, without control characters",
+        ));
+    }
+    Ok(LinkFilter {
+        owner,
+        status: sent.status.into(),
+        search: sent.q.map(str::to_owned),
+        created_after: instant(sent.created_after, "created_after")?,
+        created_before: instant(sent.created_before, "created_before")?,
+        now,
+    })
 }
 
 impl ListQuery {
-    /// The filter, for `caller`: its own account's links unless an admin names another.
-    fn filter(
-        &self,
-        caller: &Authorized<LinksRead>,
-        now: DateTime<Utc>,
-    ) -> Result<LinkFilter, ApiError> {
-        let owner = match self.account.as_deref() {
-            None => ListOwner::Account(caller.credential.account.id),
-            Some(_) if !caller.credential.key.has_scope(Scope::Admin) => {
-                return Err(ApiError::InsufficientScope(Scope::Admin));
-            }
-            Some("anonymous") => ListOwner::Anonymous,
-            Some(raw) => raw
-                .parse()
-                .ok()
-                .filter(|id| *id > 0)
-                .map(ListOwner::Account)
-                .ok_or_else(|| invalid("account must be an account id or `anonymous`"))?,
-        };
-        if let Some(q) = &self.q
-            && !(1..=MAX_SEARCH_CHARS).contains(&q.chars().count())
-        {
-            return Err(invalid("q must be 1 to 200 characters"));
-        }
-        Ok(LinkFilter {
-            owner,
-            status: self.status,
-            search: self.q.clone(),
-            created_after: instant(self.created_after.as_deref(), "created_after")?,
-            created_before: instant(self.created_before.as_deref(), "created_before")?,
-            now,
-        })
-    }
-
     fn limit(&self) -> Result<u32, ApiError> {
         match self.limit {
             None => Ok(DEFAULT_LIMIT),
@@ -198,20 +323,37 @@ fn instant(raw: Option<&str>, name: &str) -> Result<Option<DateTime<Utc>>, ApiEr
 }
 
 /// One page of `GET /api/v1/links`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LinkList {
     pub data: Vec<LinkView>,
     /// Pass as `cursor` for the next page; `null` on the last one.
+    #[schema(example = "AQAGNn9LTPdOAAAAAAAAAS8")]
     pub next_cursor: Option<String>,
 }
 
 /// `GET /api/v1/links/count`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LinkCount {
     pub count: i64,
 }
 
 /// `GET /api/v1/links`: the caller's links, newest first, `limit` at a time.
+#[utoipa::path(
+    tag = "links",
+    summary = "List links",
+    description = "The key's own account's links (an admin's too, unless it names `account`), \
+        newest first, `limit` at a time. Pass `next_cursor` as `cursor` until it is `null`: \
+        each link that exists throughout is listed exactly once, whatever is created or \
+        deleted meanwhile. Deleted links never appear. A page costs the same wherever the \
+        cursor points; `q` and rare `status` values read past what they skip.",
+    security(("bearer" = ["links:read"])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page.", body = LinkList),
+        (status = 400, response = inline(errors::BadCursor)),
+    ),
+)]
+#[get("/v1/links")]
 pub async fn list(
     caller: Authorized<LinksRead>,
     query: web::Query<ListQuery>,
@@ -233,14 +375,21 @@ pub async fn list(
 }
 
 /// `GET /api/v1/links/count`: how many links the same filters keep.
+#[utoipa::path(
+    tag = "links",
+    summary = "Count links",
+    description = "How many links the filters of `GET /api/v1/links` keep. Reads every \
+        matching link: it costs in proportion to the account's links.",
+    security(("bearer" = ["links:read"])),
+    params(CountQuery),
+    responses((status = 200, description = "The count.", body = LinkCount)),
+)]
+#[get("/v1/links/count")]
 pub async fn count(
     caller: Authorized<LinksRead>,
-    query: web::Query<ListQuery>,
+    query: web::Query<CountQuery>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
-    if query.limit.is_some() || query.cursor.is_some() {
-        return Err(invalid("count takes the filters only, not limit or cursor"));
-    }
     let filter = query.filter(&caller, Utc::now())?;
     let count = state.repo.count_links(&filter).await?;
     Ok(HttpResponse::Ok().json(LinkCount { count }))

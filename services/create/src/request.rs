@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use kurz_repository::{Behaviour, NewLink};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::validate::{
     UrlPolicy, ValidationError, check_alias, check_max_visits, check_redirect_status,
@@ -13,25 +14,36 @@ use crate::validate::{
 
 /// `POST /api/v1/links` body. Unknown fields are refused rather than ignored, so a client
 /// sending a field this version does not support learns it at once.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLink {
+    /// The target: `http` or `https`, at most `KURZ_MAX_URL_LENGTH` bytes (8,192). Stored in
+    /// its WHATWG-normalized form. Private addresses and blocked domains are refused.
+    #[schema(example = "https://example.com/some/page")]
     pub url: String,
+    /// A custom code instead of a random 7-character one; case-sensitive.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_-]{3,64}$", example = "launch-2030")]
     pub alias: Option<String>,
+    /// RFC 3339 date-time with an offset, in the future. After it the link answers 410.
     #[serde(default)]
+    #[schema(format = DateTime, example = "2030-01-31T12:00:00Z")]
     pub expires_at: Option<String>,
     /// 301, 302, 307 or 308; unset: the redirect service's default.
     #[serde(default)]
+    #[schema(example = 308)]
     pub redirect_status: Option<u16>,
     /// Merge the request's query string into the target's.
     #[serde(default)]
     pub forward_query: bool,
-    /// Where the link sends people once expired; unset: a 410 page.
+    /// Where the link sends people once expired (by date or by visits); unset: a 410 page.
+    /// The same rules as `url`.
     #[serde(default)]
+    #[schema(example = "https://example.com/campaign-over")]
     pub expired_url: Option<String>,
-    /// Redirects the link answers before it behaves as expired.
+    /// Redirects the link answers (1 to 1,000,000,000,000) before it behaves as expired.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub max_visits: Option<i64>,
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header::LOCATION;
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, post, route, web};
 use chrono::{DateTime, Utc};
 use kurz_repository::{
     CachedLink, CodeSource, IdempotentCreate, Link, LinkCache, LinkRepository, NewLink,
@@ -13,11 +13,13 @@ use kurz_repository::{
 };
 use serde::{Deserialize, Serialize};
 use url::Url;
+use utoipa::ToSchema;
 
 use crate::auth::{Authorized, Creator, LinksRead, LinksWrite, Verifier};
 use crate::error::ApiError;
 use crate::guard::Guard;
 use crate::keys::KeyBuffer;
+use crate::openapi::{Liveness, Readiness, errors};
 use crate::request::{CreateLink, ValidCreate};
 use crate::validate::UrlPolicy;
 use kurz_repository::batch::InsertBatcher;
@@ -43,14 +45,19 @@ pub struct State {
 }
 
 /// A link as the API shows it.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct LinkView {
+    #[schema(example = "aB3xK9q")]
     pub code: String,
+    /// `KURZ_PUBLIC_BASE_URL` plus the code.
+    #[schema(example = "http://127.0.0.1:8080/aB3xK9q")]
     pub short_url: String,
+    /// The target, normalized.
     pub url: String,
     pub created_at: DateTime<Utc>,
     /// The last edit; `created_at` until the first.
     pub updated_at: DateTime<Utc>,
+    /// `null` when the link never expires.
     pub expires_at: Option<DateTime<Utc>>,
     /// `active`, `expired` (by date or by visits) or `disabled`.
     pub status: LinkStatus,
@@ -66,7 +73,7 @@ pub struct LinkView {
 }
 
 /// Where a link stands, as listed and filtered.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkStatus {
     Active,
@@ -119,6 +126,36 @@ const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// `POST /api/v1/links`: validate, store (committed before we answer), cache best-effort.
 /// With an `Idempotency-Key` header, a retry of the same request returns the same link.
+#[utoipa::path(
+    tag = "links",
+    summary = "Create a short link",
+    description = "Validates and normalizes `url`, commits the link, and answers 201 with it. \
+        The link belongs to the key's account. With `KURZ_ANONYMOUS_CREATE=true` a request \
+        without a key may create links too (they belong to no account). Rules are checked in \
+        order and the first failure answers: the body, `url`, `expires_at`, `alias`.",
+    security(("bearer" = ["links:write"])),
+    params((
+        "Idempotency-Key" = Option<String>, Header,
+        description = "Makes retries safe: the same key with the same request returns the \
+            same link again (201, `Idempotent-Replayed: true`); with another request it is 422 \
+            `idempotency_key_reused`. Kept 24 hours. 1 to 255 visible ASCII characters.",
+        min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+    )),
+    request_body = CreateLink,
+    responses(
+        (status = 201, description = "The link, created now or, for a retry, before.",
+            body = LinkView, headers(
+                ("Location" = String, description = "`/api/v1/links/{code}`"),
+                ("Idempotent-Replayed" = String, description = "`true` on a replay"),
+            )),
+        (status = 400, response = inline(errors::BadIdempotencyKey)),
+        (status = 404, response = inline(errors::NotFound)),
+        (status = 409, response = inline(errors::AliasTaken)),
+        (status = 422, response = inline(errors::InvalidLink)),
+        (status = 503, response = inline(errors::KeyPoolEmpty)),
+    ),
+)]
+#[post("/v1/links")]
 pub async fn create(
     Creator(caller): Creator,
     request: HttpRequest,
@@ -230,6 +267,19 @@ fn pool_key_error(e: RepoError) -> ApiError {
 
 /// `GET /api/v1/links/{code}`: the link's metadata, from PostgreSQL. Another account's link
 /// is 404, exactly as an unknown code, so its existence is never confirmed.
+#[utoipa::path(
+    tag = "links",
+    summary = "Show a link",
+    description = "Read from PostgreSQL. Expired and disabled links are shown too; deleted and \
+        unknown codes, and other accounts' links, are 404.",
+    security(("bearer" = ["links:read"])),
+    params(("code" = String, Path, description = "The link's code or alias.")),
+    responses(
+        (status = 200, description = "The link.", body = LinkView),
+        (status = 404, response = inline(errors::NotFound)),
+    ),
+)]
+#[get("/v1/links/{code}")]
 pub async fn get(
     caller: Authorized<LinksRead>,
     code: web::Path<String>,
@@ -248,6 +298,19 @@ pub async fn get(
 }
 
 /// `DELETE /api/v1/links/{code}`: the redirect stops serving it, and its code is never reused.
+#[utoipa::path(
+    tag = "links",
+    summary = "Delete a link",
+    description = "The link stops redirecting, and its code is never handed out again. Only \
+        the link's own account (or an admin) may delete it; deleting it again is 404.",
+    security(("bearer" = ["links:write"])),
+    params(("code" = String, Path, description = "The link's code or alias.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, response = inline(errors::NotFound)),
+    ),
+)]
+#[delete("/v1/links/{code}")]
 pub async fn delete(
     caller: Authorized<LinksWrite>,
     code: web::Path<String>,
@@ -300,6 +363,20 @@ async fn publish_then_forget_again(state: &State, code: String) {
 
 /// `POST /api/v1/links/{code}/disable` (admin): the redirect answers 410 with a page saying
 /// the link was disabled, within a second on every instance. The code stays reserved.
+#[utoipa::path(
+    tag = "links",
+    summary = "Disable a link (abuse)",
+    description = "Within a second every redirect instance answers the code 410 with a page \
+        saying the link was disabled. The code stays reserved; disabling twice keeps the \
+        first time.",
+    security(("bearer" = ["admin"])),
+    params(("code" = String, Path, description = "The link's code or alias.")),
+    responses(
+        (status = 200, description = "The link, `disabled: true`.", body = LinkView),
+        (status = 404, response = inline(errors::NotFound)),
+    ),
+)]
+#[post("/v1/links/{code}/disable")]
 pub async fn disable(
     _admin: Authorized<crate::auth::Admin>,
     code: web::Path<String>,
@@ -309,6 +386,17 @@ pub async fn disable(
 }
 
 /// `POST /api/v1/links/{code}/enable` (admin): undoes a disable.
+#[utoipa::path(
+    tag = "links",
+    summary = "Enable a disabled link",
+    security(("bearer" = ["admin"])),
+    params(("code" = String, Path, description = "The link's code or alias.")),
+    responses(
+        (status = 200, description = "The link, `disabled: false`.", body = LinkView),
+        (status = 404, response = inline(errors::NotFound)),
+    ),
+)]
+#[post("/v1/links/{code}/enable")]
 pub async fn enable(
     _admin: Authorized<crate::auth::Admin>,
     code: web::Path<String>,
@@ -335,15 +423,47 @@ async fn set_disabled(
 }
 
 /// `GET /metrics`, for Prometheus.
+#[utoipa::path(
+    tag = "operations",
+    summary = "Prometheus metrics",
+    description = "In the Prometheus text format. No key: keep it off the internet.",
+    responses((status = 200, description = "The metrics.", body = String,
+        content_type = "text/plain; version=0.0.4; charset=utf-8")),
+)]
+#[get("/metrics")]
 pub async fn metrics(state: web::Data<State>) -> HttpResponse {
     kurz_http::metrics(|| {
         state.repo.record_gauges();
         state.cache.record_gauges();
-        metrics::gauge!(names::KEY_BUFFER_DEPTH).set(state.keys.depth() as f64);
+        // `::`: the route macro made `metrics` this handler's name.
+        ::metrics::gauge!(names::KEY_BUFFER_DEPTH).set(state.keys.depth() as f64);
     })
 }
 
+/// `GET /healthz`: 200 while the process serves HTTP; checks nothing else.
+#[utoipa::path(
+    tag = "operations",
+    summary = "Liveness probe",
+    responses((status = 200, description = "The process serves HTTP.", body = Liveness)),
+)]
+#[route("/healthz", method = "GET", method = "HEAD")]
+pub async fn healthz() -> HttpResponse {
+    kurz_http::healthz().await
+}
+
 /// 200 with PostgreSQL up (`degraded` without Redis), 503 without PostgreSQL.
+#[utoipa::path(
+    tag = "operations",
+    summary = "Readiness probe",
+    description = "Pings PostgreSQL and Redis. `degraded` (200): Redis is down (everything \
+        works, without the cache) or the circuit breaker is half-open.",
+    responses(
+        (status = 200, description = "`ready` or `degraded`.", body = Readiness),
+        (status = 503, description = "`unavailable`: PostgreSQL does not answer or the \
+            breaker is open.", body = Readiness),
+    ),
+)]
+#[route("/readyz", method = "GET", method = "HEAD")]
 pub async fn readyz(state: web::Data<State>) -> HttpResponse {
     let (postgres, redis) = tokio::join!(state.repo.ping(), state.cache.ping());
     kurz_http::readiness(
@@ -351,12 +471,4 @@ pub async fn readyz(state: web::Data<State>) -> HttpResponse {
         redis.is_ok(),
         state.repo.breaker().state().as_str(),
     )
-}
-
-pub async fn no_route() -> HttpResponse {
-    ApiError::NoRoute.error_response()
-}
-
-pub async fn method_not_allowed() -> HttpResponse {
-    ApiError::MethodNotAllowed.error_response()
 }

@@ -9,6 +9,9 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use std::sync::Arc;
+use utoipa_actix_web::AppExt as _;
+use utoipa_actix_web::scope::{Scope, scope};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use kurz_repository::batch::{BatchStats, InsertBatcher};
 use kurz_repository::cache::CacheTtl;
@@ -21,6 +24,7 @@ use crate::error::ApiError;
 use crate::guard::Guard;
 use crate::keys::KeyBuffer;
 use crate::manage;
+use crate::openapi::{self, Document};
 use crate::routes::{self, State};
 use crate::settings::Settings;
 use crate::validate::UrlPolicy;
@@ -87,6 +91,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let body_limit = settings.links.body_limit();
         let app_state = state.clone();
+        let document = web::Data::new(Document::build(routes));
         let server = HttpServer::new(move || {
             let json = web::JsonConfig::default()
                 .limit(body_limit)
@@ -95,6 +100,7 @@ impl Application {
                 .wrap(from_fn(kurz_http::request_metrics))
                 .wrap(kurz_http::request_tracing())
                 .app_data(app_state.clone())
+                .app_data(document.clone())
                 .app_data(json)
                 // A path segment of the wrong type (`/api/v1/keys/abc`) names nothing.
                 .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NoRoute.into()))
@@ -102,11 +108,11 @@ impl Application {
                     web::QueryConfig::default()
                         .error_handler(|e, _| ApiError::InvalidQuery(e.to_string()).into()),
                 )
-                .route("/healthz", kurz_http::get_or_head().to(kurz_http::healthz))
-                .route("/readyz", kurz_http::get_or_head().to(routes::readyz))
-                .route("/metrics", web::get().to(routes::metrics))
-                .service(api())
-                .default_service(web::to(routes::no_route))
+                .into_utoipa_app()
+                .configure(routes)
+                .into_app()
+                .configure(openapi::docs)
+                .default_service(web::to(openapi::unrouted))
         })
         .listen(listener)?
         .client_request_timeout(settings.http.client_request_timeout)
@@ -150,9 +156,25 @@ impl Application {
     }
 }
 
+/// Every route of the service except the Swagger UI (`openapi::docs`). Registering a handler
+/// here with `.service(handler)` both serves it and puts it in the OpenAPI document, so the
+/// two cannot drift apart: add routes nowhere else. A request no route takes gets 404, or 405
+/// with `Allow` when the document has its path with other methods (`openapi::unrouted`).
+pub fn routes(config: &mut ServiceConfig) {
+    config
+        .service(routes::healthz)
+        .service(routes::readyz)
+        .service(routes::metrics)
+        // Before the `/api` scope, which would take it otherwise: the document needs no key.
+        .service(openapi::openapi_json)
+        .service(api());
+}
+
 /// Everything under `/api`, behind the guard (credentials, scopes, rate limits). Unknown
 /// paths there are answered by the guard too, so they reveal nothing to a caller without a key.
-fn api() -> actix_web::Scope<
+/// Handlers' paths are relative to `/api` (`#[post("/v1/links")]`). Order matters where
+/// patterns overlap: a literal segment (`/v1/links/count`) must come before `{code}`.
+fn api() -> Scope<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
         Config = (),
@@ -161,38 +183,26 @@ fn api() -> actix_web::Scope<
         InitError = (),
     >,
 > {
-    let resource = |path: &str| {
-        web::resource(path.to_owned()).default_service(web::to(routes::method_not_allowed))
-    };
-    web::scope("/api")
+    scope("/api")
         .wrap(from_fn(crate::guard::guard))
-        .service(
-            resource("/v1/links")
-                .route(web::post().to(routes::create))
-                .route(web::get().to(manage::list)),
-        )
-        // Before `{code}`, which would otherwise take it (and `count` is a reserved alias).
-        .service(resource("/v1/links/count").route(web::get().to(manage::count)))
-        .service(
-            resource("/v1/links/{code}")
-                .route(web::get().to(routes::get))
-                .route(web::delete().to(routes::delete))
-                .route(web::patch().to(manage::patch)),
-        )
-        .service(resource("/v1/links/{code}/disable").route(web::post().to(routes::disable)))
-        .service(resource("/v1/links/{code}/enable").route(web::post().to(routes::enable)))
-        .service(
-            resource("/v1/accounts")
-                .route(web::post().to(admin::create_account))
-                .route(web::get().to(admin::list_accounts)),
-        )
-        .service(
-            resource("/v1/accounts/{id}/disable").route(web::post().to(admin::disable_account)),
-        )
-        .service(resource("/v1/accounts/{id}/keys").route(web::post().to(admin::create_key)))
-        .service(resource("/v1/keys").route(web::get().to(admin::list_keys)))
-        .service(resource("/v1/keys/{id}").route(web::delete().to(admin::revoke_key)))
-        .default_service(web::to(routes::no_route))
+        .service(routes::create)
+        .service(manage::list)
+        // Before `{code}`, which would otherwise take it (and `count` is a reserved alias);
+        // its other methods are 405 here rather than `{code}` routes below.
+        .service(manage::count)
+        .route("/v1/links/count", web::route().to(openapi::unrouted))
+        .service(routes::get)
+        .service(manage::patch)
+        .service(routes::delete)
+        .service(routes::disable)
+        .service(routes::enable)
+        .service(admin::create_account)
+        .service(admin::list_accounts)
+        .service(admin::disable_account)
+        .service(admin::create_key)
+        .service(admin::list_keys)
+        .service(admin::revoke_key)
+        .default_service(web::to(openapi::unrouted))
 }
 
 /// The list in `KURZ_BLOCKLIST_FILE` and its watcher, or the built-in list of shorteners.

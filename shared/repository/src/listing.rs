@@ -28,8 +28,7 @@ pub enum ListOwner {
 
 /// Which links a listing keeps, by where they stand at [`LinkFilter::now`]. Deleted links
 /// are never listed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum StatusFilter {
     #[default]
     All,

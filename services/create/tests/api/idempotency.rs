@@ -58,6 +58,29 @@ async fn the_same_key_with_another_body_is_422_and_creates_nothing() {
 }
 
 #[tokio::test]
+async fn the_same_key_with_another_behaviour_is_422_and_creates_nothing() {
+    let stack = Stack::start(1, 100).await;
+    let url = "https://example.com/a";
+    post_with_key(&stack, "order-44", &json!({ "url": url })).await;
+
+    for changed in [
+        json!({ "url": url, "max_visits": 10 }),
+        json!({ "url": url, "redirect_status": 301 }),
+        json!({ "url": url, "forward_query": true }),
+        json!({ "url": url, "expired_url": "https://example.com/over" }),
+    ] {
+        let other = post_with_key(&stack, "order-44", &changed).await;
+        assert_eq!(
+            other.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{changed}"
+        );
+        assert_eq!(error_code(other).await, "idempotency_key_reused");
+    }
+    assert_eq!(stack.count("SELECT count(*) FROM links").await, 1);
+}
+
+#[tokio::test]
 async fn concurrent_duplicates_create_one_link() {
     let stack = Stack::start(2, 5_000).await;
     let body = json!({ "url": "https://example.com/burst" });

@@ -316,3 +316,59 @@ async fn with_postgresql_down_concurrent_pool_key_creates_all_say_unavailable() 
         );
     }
 }
+
+#[tokio::test]
+async fn a_link_created_with_its_behaviour_shows_and_stores_it() {
+    let stack = Stack::start(1, 100).await;
+
+    let response = stack
+        .post(&json!({
+            "url": "https://example.com/campaign",
+            "redirect_status": 308,
+            "forward_query": true,
+            "expired_url": "HTTPS://Example.com/over",
+            "max_visits": 100,
+        }))
+        .await;
+
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["redirect_status"], 308);
+    assert_eq!(body["forward_query"], true);
+    assert_eq!(body["expired_url"], "https://example.com/over");
+    assert_eq!(body["max_visits"], 100);
+    assert_eq!(body["visits"], 0);
+    assert_eq!(body["status"], "active");
+    assert_eq!(body["updated_at"], body["created_at"]);
+    let row = stack
+        .env
+        .sql()
+        .await
+        .query_one(
+            "SELECT redirect_status, forward_query, expired_url, max_visits FROM links \
+             WHERE code = $1",
+            &[&body["code"].as_str().expect("code")],
+        )
+        .await
+        .expect("committed row");
+    assert_eq!(row.get::<_, Option<i16>>(0), Some(308));
+    assert!(row.get::<_, bool>(1));
+    assert_eq!(
+        row.get::<_, Option<String>>(2).as_deref(),
+        Some("https://example.com/over")
+    );
+    assert_eq!(row.get::<_, Option<i64>>(3), Some(100));
+}
+
+#[tokio::test]
+async fn a_link_created_without_behaviour_has_the_defaults_and_counts_no_visits() {
+    let stack = Stack::start(1, 100).await;
+
+    let body = stack.create_link("https://example.com/plain").await;
+
+    assert_eq!(body["redirect_status"], Value::Null);
+    assert_eq!(body["forward_query"], false);
+    assert_eq!(body["expired_url"], Value::Null);
+    assert_eq!(body["max_visits"], Value::Null);
+    assert_eq!(body["visits"], Value::Null);
+}

@@ -307,6 +307,8 @@ async fn bad_query_values_are_400_with_their_codes() {
             "invalid_query",
         ),
         (LIST, vec![("q", "")], "invalid_query"),
+        (LIST, vec![("q", "a\u{0}b")], "invalid_query"),
+        (COUNT, vec![("q", "tab\there")], "invalid_query"),
         (LIST, vec![("q", &long)], "invalid_query"),
         (LIST, vec![("sort", "url")], "invalid_query"),
         (LIST, vec![("account", "acme")], "invalid_query"),

@@ -13,6 +13,7 @@ mod keys;
 mod links;
 mod listing;
 mod metrics;
+mod openapi;
 mod ratelimit;
 mod resilience;
 mod validation;

@@ -494,3 +494,39 @@ async fn a_missing_blocklist_file_stops_the_service_at_start() {
     assert!(message.contains("KURZ_BLOCKLIST_FILE"), "{message}");
     assert!(message.contains("missing.txt"), "{message}");
 }
+
+#[tokio::test]
+async fn a_redirect_status_other_than_301_302_307_308_is_refused() {
+    for status in [200, 303, 304, 399] {
+        assert_refused(
+            json!({ "url": "https://example.com/", "redirect_status": status }),
+            UNPROCESSABLE,
+            "invalid_redirect_status",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_visit_limit_below_one_or_above_a_trillion_is_refused() {
+    for max in [0_i64, -5, 1_000_000_000_001] {
+        assert_refused(
+            json!({ "url": "https://example.com/", "max_visits": max }),
+            UNPROCESSABLE,
+            "invalid_max_visits",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn an_expired_url_breaking_a_url_rule_is_refused_under_its_own_code() {
+    for expired_url in ["javascript:alert(1)", "https://127.0.0.1/", "not a url"] {
+        assert_refused(
+            json!({ "url": "https://example.com/", "expired_url": expired_url }),
+            UNPROCESSABLE,
+            "invalid_expired_url",
+        )
+        .await;
+    }
+}
