@@ -84,6 +84,9 @@ pub enum ApiError {
     /// type.
     #[error("the query string is not valid: {0}")]
     InvalidQuery(String),
+    /// 400 `invalid_cursor`: a listing's `cursor` is not one this API handed out.
+    #[error("the cursor is not valid: pass next_cursor from a listing unchanged")]
+    InvalidCursor,
     /// 422 `invalid_rate_limit`.
     #[error("rate_limit_per_minute must be 1 to 1,000,000")]
     InvalidRateLimit,
@@ -127,6 +130,7 @@ impl ApiError {
             Self::InvalidScopes => "invalid_scopes",
             Self::InvalidRateLimit => "invalid_rate_limit",
             Self::InvalidQuery(_) => "invalid_query",
+            Self::InvalidCursor => "invalid_cursor",
             Self::NotFound | Self::NoRoute | Self::NoSuchAccount | Self::NoSuchKey => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::AliasTaken => "alias_taken",
@@ -202,9 +206,10 @@ impl ResponseError for ApiError {
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::AccountNameTaken => StatusCode::CONFLICT,
             Self::NoSuchAccount | Self::NoSuchKey => StatusCode::NOT_FOUND,
-            Self::InvalidJson(_) | Self::InvalidIdempotencyKey | Self::InvalidQuery(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::InvalidJson(_)
+            | Self::InvalidIdempotencyKey
+            | Self::InvalidQuery(_)
+            | Self::InvalidCursor => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound | Self::NoRoute => StatusCode::NOT_FOUND,

@@ -9,6 +9,7 @@
 //! - [`guard`]: the middleware in front of `/api`: client IP, credentials, rate limits.
 //! - [`routes`]: `POST /api/v1/links`, `GET` and `DELETE /api/v1/links/{code}`, disabling
 //!   links, probes.
+//! - [`manage`]: editing links (`PATCH /api/v1/links/{code}`), listing and counting them.
 //! - [`admin`]: accounts and API keys (`/api/v1/accounts`, `/api/v1/keys`).
 //! - [`openapi`]: the OpenAPI document generated from the handlers' annotations, served at
 //!   `/api/v1/openapi.json` and `/docs`, and the 404/405 of requests no route takes.
@@ -21,6 +22,7 @@ pub mod blocklist;
 pub mod error;
 pub mod guard;
 pub mod keys;
+pub mod manage;
 pub mod openapi;
 pub mod request;
 pub mod routes;

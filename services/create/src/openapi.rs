@@ -51,7 +51,7 @@ pub const DOCUMENT_PATH: &str = "/api/v1/openapi.json";
         license(name = "MIT OR Apache-2.0"),
     ),
     tags(
-        (name = "links", description = "Short links: create, show, delete, disable."),
+        (name = "links", description = "Short links: create, show, edit, list, delete, disable."),
         (name = "accounts", description = "Accounts (admin)."),
         (name = "keys", description = "API keys (admin)."),
         (name = "operations", description = "Probes, metrics and this document: no key needed."),
@@ -175,6 +175,11 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         code: "invalid_query",
         status: 400,
         when: "the query string has an unknown parameter or a value of the wrong type",
+    },
+    ErrorCode {
+        code: "invalid_cursor",
+        status: 400,
+        when: "`cursor` is not a `next_cursor` this API handed out",
     },
     ErrorCode {
         code: "invalid_idempotency_key",
@@ -406,6 +411,15 @@ pub mod errors {
             "invalid_alias", "alias_reserved", "invalid_redirect_status", "invalid_expired_url",
             "invalid_max_visits", "idempotency_key_reused",
         ];
+        /// 422: the rules of an edit, the create's for the fields it may change.
+        InvalidEdit = [
+            "url_too_long", "url_invalid_characters", "invalid_url", "url_missing_host",
+            "unsupported_scheme", "url_has_credentials", "url_self_reference",
+            "url_private_target", "url_blocked", "invalid_expires_at", "expires_at_in_past",
+            "invalid_redirect_status", "invalid_expired_url", "invalid_max_visits",
+        ];
+        /// 400 for a listing's `cursor`.
+        BadCursor = ["invalid_cursor"];
         /// 422 on creating an account.
         InvalidAccount = ["invalid_name"];
         /// 422 on creating a key.
@@ -812,6 +826,7 @@ mod tests {
             ApiError::InvalidName,
             ApiError::InvalidScopes,
             ApiError::InvalidQuery(String::new()),
+            ApiError::InvalidCursor,
             ApiError::InvalidRateLimit,
             ApiError::NoRoute,
             ApiError::MethodNotAllowed,

@@ -20,6 +20,7 @@ macro_rules! link_columns {
          redirect_status, forward_query, expired_url, max_visits, visits"
     };
 }
+pub(crate) use link_columns;
 
 pub(crate) fn link_from_row(row: &Row) -> Link {
     let status: Option<i16> = row.get("redirect_status");

@@ -4,12 +4,14 @@
 mod auth;
 mod concurrency;
 mod durability;
+mod edit;
 mod fastpath;
 mod group_commit;
 mod helpers;
 mod idempotency;
 mod keys;
 mod links;
+mod listing;
 mod metrics;
 mod openapi;
 mod ratelimit;
