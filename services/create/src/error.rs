@@ -100,6 +100,12 @@ pub enum ApiError {
     #[error("the alias is already taken")]
     AliasTaken,
     /// 503 `key_pool_empty`, with `Retry-After`.
+    /// 422: a `q=` search or a count read more of the account's links than its time allows.
+    #[error(
+        "the search read more links than its time allows; narrow it with created_after, \
+         created_before or a longer q"
+    )]
+    SearchTooBroad,
     #[error("no short codes are available right now; retry shortly")]
     KeyPoolEmpty,
     /// 503 `unavailable`, with `Retry-After`: PostgreSQL unreachable, slow or restarting.
@@ -135,6 +141,7 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::AliasTaken => "alias_taken",
             Self::KeyPoolEmpty => "key_pool_empty",
+            Self::SearchTooBroad => "search_too_broad",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal_error",
         }
@@ -159,6 +166,7 @@ impl From<RepoError> for ApiError {
         match e {
             RepoError::CodeTaken => Self::AliasTaken,
             RepoError::NameTaken => Self::AccountNameTaken,
+            RepoError::ScanTimeout(_) => Self::SearchTooBroad,
             e if e.is_unavailable() => Self::Unavailable(e),
             e => Self::Internal(e),
         }
@@ -200,7 +208,8 @@ impl ResponseError for ApiError {
             | Self::IdempotencyKeyReused
             | Self::InvalidName
             | Self::InvalidScopes
-            | Self::InvalidRateLimit => StatusCode::UNPROCESSABLE_ENTITY,
+            | Self::InvalidRateLimit
+            | Self::SearchTooBroad => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized | Self::InvalidApiKey => StatusCode::UNAUTHORIZED,
             Self::InsufficientScope(_) | Self::AccountDisabled => StatusCode::FORBIDDEN,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,

@@ -351,6 +351,7 @@ pub struct LinkCount {
     responses(
         (status = 200, description = "One page.", body = LinkList),
         (status = 400, response = inline(errors::BadCursor)),
+        (status = 422, response = inline(errors::SearchTooBroad)),
     ),
 )]
 #[get("/v1/links")]
@@ -379,10 +380,14 @@ pub async fn list(
     tag = "links",
     summary = "Count links",
     description = "How many links the filters of `GET /api/v1/links` keep. Reads every \
-        matching link: it costs in proportion to the account's links.",
+        matching link: it costs in proportion to the account's links, and one that runs past \
+        2 s is 422 `search_too_broad`.",
     security(("bearer" = ["links:read"])),
     params(CountQuery),
-    responses((status = 200, description = "The count.", body = LinkCount)),
+    responses(
+        (status = 200, description = "The count.", body = LinkCount),
+        (status = 422, response = inline(errors::SearchTooBroad)),
+    ),
 )]
 #[get("/v1/links/count")]
 pub async fn count(

@@ -307,6 +307,11 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         when: "`expires_at` is not in the future",
     },
     ErrorCode {
+        code: "search_too_broad",
+        status: 422,
+        when: "a `q=` search or a count read the account's links for more than 2 s",
+    },
+    ErrorCode {
         code: "invalid_redirect_status",
         status: 422,
         when: "`redirect_status` is not 301, 302, 307 or 308",
@@ -420,6 +425,8 @@ pub mod errors {
         ];
         /// 400 for a listing's `cursor`.
         BadCursor = ["invalid_cursor"];
+        /// 422 when a search or a count runs out of its time.
+        SearchTooBroad = ["search_too_broad"];
         /// 422 on creating an account.
         InvalidAccount = ["invalid_name"];
         /// 422 on creating a key.
@@ -832,6 +839,7 @@ mod tests {
             ApiError::MethodNotAllowed,
             ApiError::AliasTaken,
             ApiError::KeyPoolEmpty,
+            ApiError::SearchTooBroad,
             ApiError::Unavailable(down()),
             ApiError::Internal(down()),
         ];

@@ -517,3 +517,30 @@ impl Stack {
             .expect("count")
     }
 }
+
+#[tokio::test]
+async fn a_search_that_runs_out_of_time_is_422_and_never_opens_the_breaker() {
+    let stack = Stack::start_with(1, 10, &[("KURZ_BREAKER_FAILURES", "2")]).await;
+    stack.create_link("https://example.com/needle").await;
+    // A lock wait is cut by statement_timeout exactly like a long scan, and takes no million
+    // rows to set up.
+    let locker = stack.env.sql().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE links IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock links");
+
+    let searches = (0..3).map(|_| get(&stack.client, stack.create(), LIST, &[("q", "needle")]));
+    let counts = (0..2).map(|_| get(&stack.client, stack.create(), COUNT, &[]));
+    let answers = join_all(searches.chain(counts)).await;
+    locker.batch_execute("COMMIT").await.expect("unlock");
+
+    for response in answers {
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(error_code(response).await, "search_too_broad");
+    }
+    // Five timeouts against a threshold of two: had they counted, the breaker would now
+    // refuse every PostgreSQL call of this instance for a second.
+    let listed = page(&stack.client, stack.create(), &[]).await;
+    assert_eq!(listed.data.len(), 1);
+}
