@@ -100,6 +100,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1.0, value_parser = parse_zipf_s)]
     pub zipf_s: f64,
 
+    /// Links per request of the bulk scenario (the service allows `KURZ_BULK_MAX_ITEMS`,
+    /// 100 by default).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub bulk_items: u32,
+
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub out_json: Option<PathBuf>,
@@ -179,6 +184,8 @@ pub enum Scenario {
     Create,
     /// 95% redirect-hot, 5% create.
     Mixed,
+    /// POST /api/v1/links/bulk with `--bulk-items` new URLs each time.
+    Bulk,
 }
 
 impl Scenario {
@@ -194,7 +201,7 @@ impl Scenario {
     pub fn uses_targets(self) -> (bool, bool) {
         match self {
             Self::RedirectHot | Self::RedirectUniform | Self::RedirectMiss => (true, false),
-            Self::Create => (false, true),
+            Self::Create | Self::Bulk => (false, true),
             Self::Mixed => (true, true),
         }
     }

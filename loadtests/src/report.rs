@@ -45,6 +45,9 @@ pub struct Settings {
     /// shorter).
     pub hot_codes: usize,
     pub zipf_s: f64,
+    /// The bulk scenario: links per request (its links/s is `throughput_rps` times this).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bulk_items: Option<u32>,
     pub run_id: String,
     pub rng_seed: u64,
     pub threads: usize,
@@ -186,6 +189,13 @@ impl Report {
             "  throughput   {} req/s",
             group(m.throughput_rps.round() as u64)
         )?;
+        if let Some(items) = s.bulk_items {
+            writeln!(
+                out,
+                "  links        {} links/s ({items} per request)",
+                group((m.throughput_rps * f64::from(items)).round() as u64)
+            )?;
+        }
         let l = &m.latency_us;
         writeln!(
             out,

@@ -5,6 +5,7 @@
 //! `--duration` ending at the deadline. No request is sent after the deadline; responses to
 //! requests in flight then are still awaited (each within `--timeout`) and recorded.
 
+use bytes::Bytes;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
@@ -17,12 +18,14 @@ use tokio::sync::{Mutex, mpsc};
 
 use crate::api_key::ApiKey;
 use crate::cli::{Mode, RunArgs};
-use crate::client::{Connection, TransportError};
+use crate::client::{Connection, Reply, TransportError};
 use crate::codes::load_codes;
 use crate::plot::write_svg;
 use crate::progress::{Live, Progress};
 use crate::report::{Report, Settings};
-use crate::scenario::{CREATE_PATH, Expected, Kind, Planned, Planner, Workload, WorkloadError};
+use crate::scenario::{
+    BULK_PATH, CREATE_PATH, Expected, Kind, Planned, Planner, Workload, WorkloadError,
+};
 use crate::schedule::{corrected_latency, due_before, intended_offset, is_measured};
 use crate::stats::Recorder;
 use crate::target::{Target, parse_target};
@@ -106,7 +109,8 @@ impl RunPlan {
         };
         let rng_seed = args.rng_seed.unwrap_or_else(|| rand::rng().random());
         let run_id = args.run_id.clone().unwrap_or_else(new_run_id);
-        let workload = Workload::new(args.scenario, &codes, args.hot_codes, args.zipf_s, &run_id)?;
+        let workload = Workload::new(args.scenario, &codes, args.hot_codes, args.zipf_s, &run_id)?
+            .with_bulk_items(args.bulk_items);
         let settings = Settings {
             mode: args.mode,
             scenario: args.scenario,
@@ -123,6 +127,7 @@ impl RunPlan {
             codes_loaded: codes.len(),
             hot_codes: workload.hot_len(),
             zipf_s: args.zipf_s,
+            bulk_items: (args.scenario == crate::cli::Scenario::Bulk).then_some(args.bulk_items),
             run_id,
             rng_seed,
             threads: args.threads.map_or_else(available_cores, |t| t as usize),
@@ -348,6 +353,17 @@ impl Worker {
         !self.shared.stop.load(Ordering::Relaxed) && Instant::now() < self.shared.deadline
     }
 
+    /// POSTs `body` to `path` on the create target.
+    async fn post(&mut self, path: &'static str, body: Bytes) -> Result<Reply, TransportError> {
+        match self.create.as_mut() {
+            Some(conn) => {
+                let path = hyper::http::uri::PathAndQuery::from_static(path);
+                conn.post_json(path, body).await
+            }
+            None => Err(TransportError::Connect),
+        }
+    }
+
     /// Sends `planned` and records the outcome, with latency counted from `origin`: the actual
     /// send time in closed mode, the intended one in open mode.
     async fn send(&mut self, planned: Planned, origin: Instant) {
@@ -363,13 +379,8 @@ impl Worker {
                 Some(conn) => (Kind::Redirect, conn.get(path).await),
                 None => (Kind::Redirect, Err(TransportError::Connect)),
             },
-            Planned::Create(body) => match self.create.as_mut() {
-                Some(conn) => {
-                    let path = hyper::http::uri::PathAndQuery::from_static(CREATE_PATH);
-                    (Kind::Create, conn.post_json(path, body).await)
-                }
-                None => (Kind::Create, Err(TransportError::Connect)),
-            },
+            Planned::Create(body) => (Kind::Create, self.post(CREATE_PATH, body).await),
+            Planned::Bulk(body) => (Kind::Create, self.post(BULK_PATH, body).await),
         };
         let completed = Instant::now();
         match result {

@@ -16,6 +16,8 @@ use crate::zipf::ZipfRanks;
 
 /// Path of the create API.
 pub const CREATE_PATH: &str = "/api/v1/links";
+/// Path of the create API's bulk endpoint.
+pub const BULK_PATH: &str = "/api/v1/links/bulk";
 
 /// Share of creates in `mixed`: links are read far more often than written.
 pub const MIXED_CREATE_SHARE: f64 = 0.05;
@@ -34,6 +36,8 @@ pub enum Planned {
     Redirect(PathAndQuery),
     /// POST this JSON body to the create API.
     Create(Bytes),
+    /// POST this JSON body to the create API's bulk endpoint.
+    Bulk(Bytes),
 }
 
 /// The status a request of some kind should get in some scenario.
@@ -45,11 +49,14 @@ pub enum Expected {
     NotFound,
     /// The link was created.
     Created,
+    /// A bulk call was answered (each item has its own status in the body).
+    Answered,
 }
 
 impl Expected {
     pub fn for_request(scenario: Scenario, kind: Kind) -> Self {
         match (scenario, kind) {
+            (Scenario::Bulk, Kind::Create) => Self::Answered,
             (_, Kind::Create) => Self::Created,
             (Scenario::RedirectMiss, Kind::Redirect) => Self::NotFound,
             (_, Kind::Redirect) => Self::Redirect,
@@ -61,6 +68,7 @@ impl Expected {
             Self::Redirect => status.is_redirection(),
             Self::NotFound => status == StatusCode::NOT_FOUND,
             Self::Created => status == StatusCode::CREATED,
+            Self::Answered => status == StatusCode::OK,
         }
     }
 
@@ -69,6 +77,7 @@ impl Expected {
             Self::Redirect => "3xx",
             Self::NotFound => "404",
             Self::Created => "201",
+            Self::Answered => "200",
         }
     }
 }
@@ -96,6 +105,8 @@ pub struct Workload {
     hot: Option<ZipfRanks>,
     run_id: Arc<str>,
     created: Arc<AtomicU64>,
+    /// Links per bulk request.
+    bulk_items: u32,
 }
 
 impl Workload {
@@ -128,7 +139,15 @@ impl Workload {
             hot,
             run_id: Arc::from(run_id),
             created: Arc::new(AtomicU64::new(0)),
+            bulk_items: 1,
         })
+    }
+
+    /// Sets the links per request of the bulk scenario (1 by default).
+    #[must_use]
+    pub fn with_bulk_items(mut self, items: u32) -> Self {
+        self.bulk_items = items.max(1);
+        self
     }
 
     /// How many codes redirect-hot draws from (the list may be shorter than `--hot-codes`).
@@ -163,6 +182,7 @@ impl Planner {
             }
             Scenario::RedirectMiss => Planned::Redirect(code_path(&random_code(&mut self.rng))),
             Scenario::Create => Planned::Create(self.create_body()),
+            Scenario::Bulk => Planned::Bulk(self.bulk_body()),
             Scenario::Mixed => {
                 if self.rng.random_bool(MIXED_CREATE_SHARE) {
                     Planned::Create(self.create_body())
@@ -184,6 +204,32 @@ impl Planner {
         let n = w.created.fetch_add(1, Ordering::Relaxed);
         create_body(&format!("https://example.com/load/{}/{n}", w.run_id))
     }
+}
+
+impl Planner {
+    fn bulk_body(&mut self) -> Bytes {
+        let w = &self.workload;
+        let items = u64::from(w.bulk_items);
+        let first = w.created.fetch_add(items, Ordering::Relaxed);
+        let urls: Vec<String> = (first..first + items)
+            .map(|n| format!("https://example.com/load/{}/{n}", w.run_id))
+            .collect();
+        bulk_body(&urls)
+    }
+}
+
+/// The JSON body of a bulk create of `urls`: `{"links": [{"url": ...}, ...]}`.
+pub fn bulk_body(urls: &[String]) -> Bytes {
+    #[derive(Serialize)]
+    struct Item<'a> {
+        url: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Bulk<'a> {
+        links: Vec<Item<'a>>,
+    }
+    let links = urls.iter().map(|url| Item { url }).collect();
+    Bytes::from(serde_json::to_vec(&Bulk { links }).unwrap_or_default())
 }
 
 /// The JSON body of a create request for `url`.
@@ -247,7 +293,7 @@ mod tests {
             .flat_map(|_| [a.plan(), b.plan()])
             .map(|p| match p {
                 Planned::Create(body) => body,
-                Planned::Redirect(_) => panic!("create only creates"),
+                Planned::Redirect(_) | Planned::Bulk(_) => panic!("create only creates"),
             })
             .collect();
         let unique: std::collections::HashSet<_> = bodies.iter().collect();
@@ -256,6 +302,29 @@ mod tests {
             bodies[0],
             Bytes::from_static(br#"{"url":"https://example.com/load/run1/0"}"#)
         );
+    }
+
+    #[test]
+    fn bulk_bodies_carry_distinct_urls_and_expect_200() {
+        let workload = Workload::new(Scenario::Bulk, &[], 10, 1.0, "b")
+            .expect("valid workload")
+            .with_bulk_items(3);
+        let mut planner = workload.planner(1);
+        let bodies: Vec<Bytes> = (0..2)
+            .map(|_| match planner.plan() {
+                Planned::Bulk(body) => body,
+                other => panic!("bulk only sends bulk calls: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            bodies[1],
+            Bytes::from_static(
+                br#"{"links":[{"url":"https://example.com/load/b/3"},{"url":"https://example.com/load/b/4"},{"url":"https://example.com/load/b/5"}]}"#
+            )
+        );
+        let expected = Expected::for_request(Scenario::Bulk, Kind::Create);
+        assert!(expected.matches(StatusCode::OK));
+        assert!(!expected.matches(StatusCode::CREATED));
     }
 
     #[test]

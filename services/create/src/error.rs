@@ -38,6 +38,13 @@ pub enum ApiError {
     /// 415 `unsupported_media_type`: not `Content-Type: application/json`.
     #[error("the body must be JSON, sent with Content-Type: application/json")]
     UnsupportedMediaType,
+    /// 422 `too_many_items`: a bulk call with more links than it may carry (the setting, or
+    /// the key's rate-limit burst if lower).
+    #[error("a bulk call may carry at most {0} links")]
+    TooManyItems(usize),
+    /// 422 `no_items`: a bulk call with no links.
+    #[error("a bulk call must carry at least one link")]
+    NoItems,
     /// 400 `invalid_idempotency_key`: not 1 to 255 visible ASCII characters.
     #[error("Idempotency-Key must be 1 to 255 visible ASCII characters")]
     InvalidIdempotencyKey,
@@ -122,6 +129,8 @@ impl ApiError {
             Self::Validation(e) => e.code(),
             Self::InvalidJson(_) => "invalid_json",
             Self::InvalidBody(_) => "invalid_body",
+            Self::TooManyItems(_) => "too_many_items",
+            Self::NoItems => "no_items",
             Self::InvalidIdempotencyKey => "invalid_idempotency_key",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::PayloadTooLarge(_) => "payload_too_large",
@@ -205,6 +214,8 @@ impl ResponseError for ApiError {
         match self {
             Self::Validation(_)
             | Self::InvalidBody(_)
+            | Self::TooManyItems(_)
+            | Self::NoItems
             | Self::IdempotencyKeyReused
             | Self::InvalidName
             | Self::InvalidScopes

@@ -53,7 +53,13 @@ struct Inner {
 }
 
 /// The response headers of the limit that applied.
-type Headers = Vec<(&'static str, String)>;
+pub(crate) type Headers = Vec<(&'static str, String)>;
+
+/// Rate-limit headers a handler decided on after the guard's own check (a bulk call that took
+/// its other items from the limit): put into the request's extensions, the guard sends them
+/// instead of its own, so the response shows the final decision.
+#[derive(Debug, Clone)]
+pub(crate) struct FinalLimit(pub Headers);
 
 /// What the guard decided for one request.
 enum Verdict {
@@ -107,6 +113,26 @@ impl Guard {
         self.inner.verifier.invalidate(event).await;
     }
 
+    /// The most requests `credential`'s key may make at once: its quota's burst. A bulk call
+    /// with more items could never be allowed.
+    pub fn key_burst(&self, credential: &Credential) -> u32 {
+        Quota::per_minute(self.inner.key_limit(credential)).burst()
+    }
+
+    /// Takes `count` more requests from the key's limit, all or none: a bulk call's items
+    /// beyond the one the guard took for the call itself. `Ok` with the headers of this
+    /// decision, or the 429 with them.
+    pub(crate) async fn charge(
+        &self,
+        credential: &Credential,
+        count: u32,
+    ) -> Result<Headers, (ApiError, Headers)> {
+        let this = &*self.inner;
+        let quota = Quota::per_minute(this.key_limit(credential));
+        let subject = credential.key.id.to_string();
+        this.limited(&this.keys, &subject, quota, count).await
+    }
+
     async fn decide(&self, request: &ServiceRequest) -> Verdict {
         let this = &*self.inner;
         let ip = kurz_http::client_ip::request_subject(request.request(), &this.trusted);
@@ -121,12 +147,12 @@ impl Guard {
             // guesses at a key, so they are not failures.
             Presented::Nothing => {
                 let quota = Quota::per_minute(this.access.anonymous_rate_limit);
-                match this.limited(&this.anonymous, &ip, quota).await {
+                match this.limited(&this.anonymous, &ip, quota, 1).await {
                     Ok(headers) if this.access.anonymous_create => {
                         Verdict::Admit(Caller::Anonymous, headers)
                     }
                     Ok(headers) => Verdict::Refuse(ApiError::Unauthorized, headers),
-                    Err(refusal) => refusal,
+                    Err((error, headers)) => Verdict::Refuse(error, headers),
                 }
             }
             Presented::Malformed => this.failed(&ip, ApiError::Unauthorized).await,
@@ -134,9 +160,9 @@ impl Guard {
                 Ok(credential) => {
                     let quota = Quota::per_minute(this.key_limit(&credential));
                     let subject = credential.key.id.to_string();
-                    match this.limited(&this.keys, &subject, quota).await {
+                    match this.limited(&this.keys, &subject, quota, 1).await {
                         Ok(headers) => Verdict::Admit(Caller::Key(credential), headers),
-                        Err(refusal) => refusal,
+                        Err((error, headers)) => Verdict::Refuse(error, headers),
                     }
                 }
                 // PostgreSQL could not say: 503, and not the client's failure.
@@ -159,21 +185,19 @@ impl Inner {
         Budget::per_minute(self.access.auth_failure_limit)
     }
 
-    /// Takes one request from `subject`'s limit. `Ok` with the limit's headers, or the
-    /// refusal.
+    /// Takes `count` requests from `subject`'s limit, all or none. `Ok` with the limit's
+    /// headers, or the refusal with them.
     async fn limited(
         &self,
         limiter: &Limiter,
         subject: &str,
         quota: Quota,
-    ) -> Result<Headers, Verdict> {
-        let decision = limiter.check(subject, quota).await;
+        count: u32,
+    ) -> Result<Headers, (ApiError, Headers)> {
+        let decision = limiter.check_n(subject, quota, count).await;
         let headers = decision.headers();
         match decision.retry_after {
-            Some(wait) => Err(Verdict::Refuse(
-                ApiError::RateLimited(wait.as_secs()),
-                headers,
-            )),
+            Some(wait) => Err((ApiError::RateLimited(wait.as_secs()), headers)),
             None => Ok(headers),
         }
     }
@@ -230,7 +254,10 @@ pub async fn guard(
     let (mut response, headers) = match state.guard.decide(&request).await {
         Verdict::Admit(caller, headers) => {
             request.extensions_mut().insert(caller);
-            (next.call(request).await?.map_into_left_body(), headers)
+            let response = next.call(request).await?;
+            let last = response.request().extensions_mut().remove::<FinalLimit>();
+            let headers = last.map_or(headers, |last| last.0);
+            (response.map_into_left_body(), headers)
         }
         Verdict::Refuse(error, headers) => {
             let response = request.into_response(error.error_response());

@@ -81,6 +81,45 @@ impl<K: KeyRepository> KeyBuffer<K> {
         self.pop().ok_or(KeyError::PoolEmpty)
     }
 
+    /// `count` keys nobody else has or will ever get (a bulk create's), claiming as many
+    /// batches as that takes. All or none: if the pool runs dry, the keys taken so far go back
+    /// into the buffer.
+    pub async fn take_many(self: &Arc<Self>, count: usize) -> Result<Vec<String>, KeyError> {
+        let mut taken = Vec::with_capacity(count);
+        loop {
+            {
+                let mut keys = self.lock();
+                let from = keys.len().saturating_sub(count - taken.len());
+                taken.extend(keys.drain(from..));
+            }
+            if taken.len() == count {
+                break;
+            }
+            let _claiming = self.claim.lock().await;
+            if self.depth() > 0 {
+                continue; // someone else's claim landed while we queued
+            }
+            let claimed = self.claim_batch().await;
+            if claimed.is_err() || self.depth() == 0 {
+                self.give_back(taken);
+                return Err(match claimed {
+                    Err(e) => KeyError::Repo(e),
+                    Ok(()) => KeyError::PoolEmpty,
+                });
+            }
+        }
+        if self.depth() < self.low_mark() {
+            self.prefetch();
+        }
+        Ok(taken)
+    }
+
+    /// Puts keys taken from this buffer back, for a caller that gave up before any of them
+    /// reached PostgreSQL (a refused bulk call). Never for keys an insert may have used.
+    pub fn give_back(&self, keys: Vec<String>) {
+        self.lock().extend(keys);
+    }
+
     /// Gives every buffered key back to the pool; call once no request can take one any more
     /// (after the server drained). Waits for a claim in flight, so none lands afterwards.
     pub async fn return_unused(&self) {

@@ -9,6 +9,8 @@
 //! - [`guard`]: the middleware in front of `/api`: client IP, credentials, rate limits.
 //! - [`routes`]: `POST /api/v1/links`, `GET` and `DELETE /api/v1/links/{code}`, disabling
 //!   links, probes.
+//! - [`bulk`]: `POST /api/v1/links/bulk`, many links in one call and one transaction.
+//! - [`import`]: `kurz-create import`, links from a CSV file, resumable.
 //! - [`manage`]: editing links (`PATCH /api/v1/links/{code}`), listing and counting them.
 //! - [`admin`]: accounts and API keys (`/api/v1/accounts`, `/api/v1/keys`).
 //! - [`openapi`]: the OpenAPI document generated from the handlers' annotations, served at
@@ -19,8 +21,10 @@
 pub mod admin;
 pub mod auth;
 pub mod blocklist;
+pub mod bulk;
 pub mod error;
 pub mod guard;
+pub mod import;
 pub mod keys;
 pub mod manage;
 pub mod openapi;

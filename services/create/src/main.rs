@@ -1,4 +1,6 @@
-//! `kurz-create`: the API that creates and manages links.
+//! `kurz-create`: the API that creates and manages links, and `kurz-create import`, which
+//! creates them from a CSV file. One binary, so an import runs with exactly the service's
+//! settings and rules, and no other artifact has to be built or shipped.
 
 // A faster allocator than glibc's for many small, short-lived allocations across threads
 // (requests, responses, futures); measured on the redirect path.
@@ -6,25 +8,49 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kurz_create::import::ImportArgs;
 use kurz_create::{Application, Settings};
 use kurz_settings::Source;
 
+#[derive(Parser)]
+#[command(version, about = "Kurz create API: creates and manages short links")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API until SIGTERM or Ctrl-C (the default).
+    Serve,
+    /// Create links from a CSV file for an account; run it again to resume after a failure.
+    Import(ImportArgs),
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     let settings = Settings::from_source(&Source::from_env()).context("reading settings")?;
     let telemetry = kurz_telemetry::init("kurz-create", &settings.telemetry)?;
-    let listen = settings.http.listen;
-    let result = async {
-        let app = Application::build(settings).await?;
-        tracing::info!(%listen, port = app.port(), "kurz-create listening");
-        app.run_until_stopped(kurz_telemetry::shutdown_signal())
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings).await,
+        Command::Import(args) => kurz_create::import::run(&settings, &args)
             .await
-            .context("serving")
-    }
-    .await;
+            .map(|summary| println!("{summary}")),
+    };
     if let Err(e) = &result {
         tracing::error!(error = ?e, "kurz-create stopped with an error");
     }
     telemetry.shutdown().await;
     result
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let listen = settings.http.listen;
+    let app = Application::build(settings).await?;
+    tracing::info!(%listen, port = app.port(), "kurz-create listening");
+    app.run_until_stopped(kurz_telemetry::shutdown_signal())
+        .await
+        .context("serving")
 }

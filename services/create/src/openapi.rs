@@ -332,6 +332,16 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         when: "the `Idempotency-Key` was used with a different request",
     },
     ErrorCode {
+        code: "no_items",
+        status: 422,
+        when: "a bulk call's `links` is empty",
+    },
+    ErrorCode {
+        code: "too_many_items",
+        status: 422,
+        when: "a bulk call has more items than `KURZ_BULK_MAX_ITEMS`, or than the key's rate limit",
+    },
+    ErrorCode {
         code: "invalid_name",
         status: 422,
         when: "`name` is empty, blank, longer than 100 characters, or has control characters",
@@ -427,6 +437,8 @@ pub mod errors {
         BadCursor = ["invalid_cursor"];
         /// 422 when a search or a count runs out of its time.
         SearchTooBroad = ["search_too_broad"];
+        /// 422 for a bulk call as a whole (each item's own errors are in its result).
+        InvalidBulk = ["no_items", "too_many_items", "idempotency_key_reused"];
         /// 422 on creating an account.
         InvalidAccount = ["invalid_name"];
         /// 422 on creating a key.
@@ -821,6 +833,8 @@ mod tests {
             ApiError::UnsupportedMediaType,
             ApiError::InvalidIdempotencyKey,
             ApiError::IdempotencyKeyReused,
+            ApiError::TooManyItems(1),
+            ApiError::NoItems,
             ApiError::Unauthorized,
             ApiError::InvalidApiKey,
             ApiError::InsufficientScope(Scope::Admin),

@@ -196,7 +196,7 @@ async fn announce(state: &State, link: &Link, is_alias: bool) {
 }
 
 /// The `Idempotency-Key` header, if sent, checked.
-fn idempotency_key(request: &HttpRequest) -> Result<Option<&str>, ApiError> {
+pub(crate) fn idempotency_key(request: &HttpRequest) -> Result<Option<&str>, ApiError> {
     let Some(value) = request.headers().get("idempotency-key") else {
         return Ok(None);
     };
@@ -258,7 +258,7 @@ async fn store_idempotent(
 
 /// A pool key is unique by construction; a conflict on one is a broken invariant, not the
 /// client's 409.
-fn pool_key_error(e: RepoError) -> ApiError {
+pub(crate) fn pool_key_error(e: RepoError) -> ApiError {
     match e {
         RepoError::CodeTaken => ApiError::Internal(e),
         other => other.into(),

@@ -61,6 +61,10 @@ pub struct LinkSettings {
     pub cache_ttl: Duration,
     /// `KURZ_INSERT_BATCH_MAX`: most links one group-commit statement carries (default 256).
     pub insert_batch_max: usize,
+    /// `KURZ_BULK_MAX_ITEMS`: most links one `POST /api/v1/links/bulk` may carry (default 100,
+    /// at most 1,000). Each item is a request of the caller's rate limit, and all of them are
+    /// one transaction, so this bounds both a call's body and how long it holds its locks.
+    pub bulk_max_items: usize,
 }
 
 impl LinkSettings {
@@ -68,6 +72,11 @@ impl LinkSettings {
     /// alias, the expiry and JSON punctuation.
     pub fn body_limit(&self) -> usize {
         self.max_url_length + 4_096
+    }
+
+    /// The bulk endpoint's body limit: one create body per item, however long their URLs.
+    pub fn bulk_body_limit(&self) -> usize {
+        self.body_limit() * self.bulk_max_items
     }
 }
 
@@ -91,6 +100,7 @@ struct Vars {
     key_batch_size: Option<usize>,
     cache_ttl_secs: Option<u64>,
     insert_batch_max: Option<usize>,
+    bulk_max_items: Option<usize>,
     anonymous_create: Option<Value>,
     api_key_cache_ttl_ms: Option<u64>,
     rate_limit_per_minute: Option<u32>,
@@ -115,6 +125,7 @@ impl Settings {
     /// | `KURZ_KEY_BATCH_SIZE` | 1,000 | keys, 1 to 100,000 |
     /// | `KURZ_CACHE_TTL_SECS` | 3,600 | seconds, at least 1 |
     /// | `KURZ_INSERT_BATCH_MAX` | 256 | links, 1 to 10,000 |
+    /// | `KURZ_BULK_MAX_ITEMS` | 100 | links per bulk call, 1 to 1,000 |
     /// | `KURZ_ALLOW_PRIVATE_TARGETS` | false | `true` or `false` |
     /// | `KURZ_BLOCKLIST_FILE` | unset: the built-in list of link shorteners | a file path |
     pub fn from_source(source: &Source) -> Result<Self, SettingsError> {
@@ -166,6 +177,11 @@ impl Settings {
                     "KURZ_INSERT_BATCH_MAX",
                     vars.insert_batch_max.unwrap_or(256),
                     1..=10_000,
+                )?,
+                bulk_max_items: in_range(
+                    "KURZ_BULK_MAX_ITEMS",
+                    vars.bulk_max_items.unwrap_or(100),
+                    1..=1_000,
                 )?,
             },
             url_safety: UrlSafetySettings {
@@ -245,6 +261,18 @@ mod tests {
             err.to_string().contains("KURZ_ALLOW_PRIVATE_TARGETS"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn bulk_calls_carry_100_items_by_default_and_1000_at_most() {
+        let s = Settings::from_source(&Source::default()).expect("valid");
+        assert_eq!(s.links.bulk_max_items, 100);
+        assert_eq!(s.links.bulk_body_limit(), 100 * s.links.body_limit());
+        for bad in ["0", "1001"] {
+            let source = Source::from_vars([("KURZ_BULK_MAX_ITEMS", bad)]);
+            let err = Settings::from_source(&source).expect_err("must fail");
+            assert!(err.to_string().contains("KURZ_BULK_MAX_ITEMS"), "{err}");
+        }
     }
 
     #[test]

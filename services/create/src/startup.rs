@@ -90,6 +90,7 @@ impl Application {
             .with_context(|| format!("binding {}", settings.http.listen))?;
         let port = listener.local_addr()?.port();
         let body_limit = settings.links.body_limit();
+        let bulk_limits = web::Data::new(crate::bulk::Limits::of(&settings.links));
         let app_state = state.clone();
         let document = web::Data::new(Document::build(routes));
         let server = HttpServer::new(move || {
@@ -101,6 +102,7 @@ impl Application {
                 .wrap(kurz_http::request_tracing())
                 .app_data(app_state.clone())
                 .app_data(document.clone())
+                .app_data(bulk_limits.clone())
                 .app_data(json)
                 // A path segment of the wrong type (`/api/v1/keys/abc`) names nothing.
                 .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NoRoute.into()))
@@ -186,6 +188,10 @@ fn api() -> Scope<
     scope("/api")
         .wrap(from_fn(crate::guard::guard))
         .service(routes::create)
+        // Before `/v1/links/{code}`, which would match `bulk` too.
+        .service(crate::bulk::create_many)
+        // Other methods on it are 405, not `/v1/links/{code}` with the code `bulk`.
+        .route("/v1/links/bulk", web::route().to(openapi::unrouted))
         .service(manage::list)
         // Before `{code}`, which would otherwise take it (and `count` is a reserved alias);
         // its other methods are 405 here rather than `{code}` routes below.
@@ -206,7 +212,7 @@ fn api() -> Scope<
 }
 
 /// The list in `KURZ_BLOCKLIST_FILE` and its watcher, or the built-in list of shorteners.
-fn load_blocklist(
+pub(crate) fn load_blocklist(
     file: Option<&Path>,
 ) -> anyhow::Result<(SharedBlocklist, Option<BlocklistWatcher>)> {
     let Some(path) = file else {
@@ -218,7 +224,7 @@ fn load_blocklist(
     Ok((list, Some(watcher)))
 }
 
-fn url_policy(settings: &Settings, blocklist: SharedBlocklist) -> UrlPolicy {
+pub(crate) fn url_policy(settings: &Settings, blocklist: SharedBlocklist) -> UrlPolicy {
     UrlPolicy {
         allow_private_targets: settings.url_safety.allow_private_targets,
         blocklist,

@@ -19,20 +19,25 @@ use crate::local::LocalLimiters;
 use crate::quota::retry_secs;
 use crate::{Limit, Quota, Store};
 
-/// KEYS[1]: the subject's key. ARGV: one request's cost and the burst tolerance, in µs.
-/// Returns `{allowed, remaining, µs until one more is allowed, µs until whole again}`.
+/// KEYS[1]: the subject's key. ARGV: one request's cost and the burst tolerance, in µs, and
+/// how many requests this call takes (all or none: a bulk create of 50 items is 50 requests).
+/// Returns `{allowed, remaining, µs until that many are allowed, µs until whole again}`; a
+/// refusal takes nothing, and its `remaining` is what could still be taken now.
 const GCRA_LUA: &str = r"
 redis.replicate_commands()
 local emission = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
+local count = tonumber(ARGV[3])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
-local new_tat = tat + emission
+local new_tat = tat + emission * count
 local allow_at = new_tat - tolerance
 if now < allow_at then
-  return {0, 0, allow_at - now, tat - now}
+  local left = math.floor((tolerance - (tat - now)) / emission)
+  if left < 0 then left = 0 end
+  return {0, left, allow_at - now, tat - now}
 end
 local ttl_ms = math.ceil((new_tat - now) / 1000)
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', string.format('%d', ttl_ms))
@@ -102,12 +107,21 @@ impl Limiter {
     /// `kurz_http::client_ip::subject`): one Redis round trip, or none while Redis is being
     /// skipped after a failure.
     pub async fn check(&self, subject: &str, quota: Quota) -> Decision {
+        self.check_n(subject, quota, 1).await
+    }
+
+    /// Takes `count` requests at once, or none: allowed only if all of them fit now, and a
+    /// refusal's `retry_after` is when all of them will. A `count` above the quota's burst
+    /// never fits (callers check [`Quota::burst`] first); 0 counts as 1.
+    pub async fn check_n(&self, subject: &str, quota: Quota, count: u32) -> Decision {
+        let count = count.max(1);
         let emission = quota.emission_micros();
         let tolerance = emission.saturating_mul(u64::from(quota.burst()));
         let key = self.limit.key(subject);
+        let args = [emission, tolerance, u64::from(count)];
         let decision = match self
             .store
-            .eval::<(i64, i64, i64, i64)>(&GCRA, &key, &[emission, tolerance])
+            .eval::<(i64, i64, i64, i64)>(&GCRA, &key, &args)
             .await
         {
             Some((allowed, remaining, wait, reset)) => self.decision(
@@ -119,7 +133,7 @@ impl Limiter {
                 false,
             ),
             None => {
-                let local = self.local.check(subject, quota);
+                let local = self.local.check(subject, quota, count);
                 self.decision(
                     quota,
                     local.allowed,

@@ -55,7 +55,8 @@ impl LocalLimiters {
         }
     }
 
-    pub(crate) fn check(&self, subject: &str, quota: Quota) -> LocalCheck {
+    /// Takes `count` cells at once, or none (governor's `check_n`).
+    pub(crate) fn check(&self, subject: &str, quota: Quota, count: u32) -> LocalCheck {
         let mut entry = self
             .by_subject
             .get_with_by_ref(subject, || LocalLimiter::new(quota));
@@ -66,7 +67,18 @@ impl LocalLimiters {
                 .insert(subject.to_owned(), Arc::clone(&entry));
         }
         let emission = Duration::from_micros(quota.emission_micros());
-        match entry.limiter.check() {
+        let cells = NonZeroU32::new(count).unwrap_or(NonZeroU32::MIN);
+        let Ok(checked) = entry.limiter.check_n(cells) else {
+            // More cells than the burst never fit (callers check first): refused, as if the
+            // whole burst had to come back.
+            return LocalCheck {
+                allowed: false,
+                remaining: 0,
+                reset: quota.restore_time(),
+                wait: quota.restore_time(),
+            };
+        };
+        match checked {
             Ok(state) => {
                 let remaining = state.remaining_burst_capacity();
                 LocalCheck {
@@ -325,21 +337,43 @@ mod tests {
     fn the_local_limiter_lets_the_burst_through_then_refuses() {
         let limiters = LocalLimiters::new(10);
         let quota = Quota::per_minute(5);
-        let checks: Vec<_> = (0..7).map(|_| limiters.check("a", quota)).collect();
+        let checks: Vec<_> = (0..7).map(|_| limiters.check("a", quota, 1)).collect();
         assert!(checks[..5].iter().all(|c| c.allowed), "{checks:?}");
         assert_eq!(checks[0].remaining, 4);
         assert_eq!(checks[4].remaining, 0);
         assert!(!checks[5].allowed && !checks[6].allowed);
         assert!(checks[5].wait > Duration::from_secs(10), "{:?}", checks[5]);
-        assert!(limiters.check("b", quota).allowed, "subjects are separate");
+        assert!(
+            limiters.check("b", quota, 1).allowed,
+            "subjects are separate"
+        );
+    }
+
+    #[test]
+    fn the_local_limiter_takes_several_cells_at_once_or_none() {
+        let limiters = LocalLimiters::new(10);
+        let quota = Quota::per_minute(10);
+        let first = limiters.check("a", quota, 7);
+        let refused = limiters.check("a", quota, 4);
+        let rest = limiters.check("a", quota, 3);
+        assert!(first.allowed && first.remaining == 3, "{first:?}");
+        assert!(!refused.allowed, "4 do not fit in 3: {refused:?}");
+        assert!(
+            rest.allowed && rest.remaining == 0,
+            "the refusal took nothing: {rest:?}"
+        );
+        assert!(
+            !limiters.check("b", quota, 11).allowed,
+            "more than the burst never fits"
+        );
     }
 
     #[test]
     fn a_new_quota_for_a_subject_starts_afresh() {
         let limiters = LocalLimiters::new(10);
-        assert!(limiters.check("a", Quota::per_minute(1)).allowed);
-        assert!(!limiters.check("a", Quota::per_minute(1)).allowed);
-        assert!(limiters.check("a", Quota::per_minute(100)).allowed);
+        assert!(limiters.check("a", Quota::per_minute(1), 1).allowed);
+        assert!(!limiters.check("a", Quota::per_minute(1), 1).allowed);
+        assert!(limiters.check("a", Quota::per_minute(100), 1).allowed);
     }
 
     #[test]

@@ -168,6 +168,53 @@ impl RedisCache {
         .await
     }
 
+    fn ttl_of(&self, link: &CachedLink) -> Duration {
+        match link {
+            CachedLink::Found { expires_at, .. } => found_ttl(self.ttl.found, *expires_at),
+            // A disabled link is rare and may be enabled again: as briefly as a negative
+            // entry.
+            CachedLink::Missing | CachedLink::Disabled => self.ttl.missing,
+        }
+    }
+
+    /// Caches many live links in one pipelined round trip (a bulk create's warm-up), as
+    /// [`LinkCache::put`] caches one, and tells the redirect instances about `announce` (the
+    /// aliases among them) in a second one.
+    pub async fn put_many(
+        &self,
+        links: &[(&str, CachedLink)],
+        announce: &[&str],
+    ) -> Result<(), CacheError> {
+        let mut sets = redis::pipe();
+        for (code, link) in links {
+            sets.cmd("SET")
+                .arg(key(code))
+                .arg(encode(link))
+                .arg("PX")
+                .arg(millis(self.ttl_of(link)))
+                .ignore();
+        }
+        self.run_shared("SET (pipeline)", |mut conn| async move {
+            sets.query_async::<()>(&mut conn).await
+        })
+        .await?;
+        if announce.is_empty() {
+            return Ok(());
+        }
+        let mut publishes = redis::pipe();
+        for code in announce {
+            publishes
+                .cmd("PUBLISH")
+                .arg(crate::invalidation::CHANNEL)
+                .arg(*code)
+                .ignore();
+        }
+        self.run("PUBLISH (pipeline)", |mut conn| async move {
+            publishes.query_async::<()>(&mut conn).await
+        })
+        .await
+    }
+
     /// Samples the pool gauges; called when metrics are scraped.
     pub fn record_gauges(&self) {
         let status = self.pool.status();
@@ -325,12 +372,7 @@ impl LinkCache for RedisCache {
     }
 
     async fn put(&self, code: &str, link: &CachedLink) -> Result<(), CacheError> {
-        let ttl = match link {
-            CachedLink::Found { expires_at, .. } => found_ttl(self.ttl.found, *expires_at),
-            // A disabled link is rare and may be enabled again: as briefly as a negative
-            // entry.
-            CachedLink::Missing | CachedLink::Disabled => self.ttl.missing,
-        };
+        let ttl = self.ttl_of(link);
         let (key, value) = (key(code), encode(link));
         self.run_shared("SET", |mut conn| async move {
             redis::cmd("SET")

@@ -10,6 +10,7 @@
 //! - [`links`]: the SQL of links and their idempotency keys.
 //! - [`listing`]: listing and counting an owner's links (keyset pagination), and edits.
 //! - [`batch`]: group commit of link inserts.
+//! - [`bulk`]: many links in one transaction (bulk creates, imports) and the import records.
 //! - [`visits`]: visit limits, counted atomically in PostgreSQL (`PgRepository::count_visit`).
 //! - [`breaker`]: the circuit breaker every PostgreSQL call goes through.
 //! - [`cache`]: the Redis link cache.
@@ -19,6 +20,7 @@
 pub mod accounts;
 pub mod batch;
 pub mod breaker;
+pub mod bulk;
 pub mod cache;
 pub mod codes;
 pub mod error;

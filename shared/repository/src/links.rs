@@ -94,7 +94,7 @@ const INSERT_WITH_KEY: &str = concat!(
 
 // Many links in one statement and one commit (group commit); unnest keeps it one prepared
 // statement whatever the batch size.
-const INSERT_MANY: &str = concat!(
+pub(crate) const INSERT_MANY: &str = concat!(
     "INSERT INTO links (code, target_url, expires_at, owner_id, redirect_status, forward_query, \
      expired_url, max_visits) \
      SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int8[], $5::int2[], \
@@ -123,7 +123,8 @@ const INSERT_WITH_ALIAS: &str = concat!(
 );
 
 // ON CONFLICT DO NOTHING waits for a concurrent transaction holding the same key, so exactly
-// one request of a burst of duplicates gets a row back and creates the link.
+// one request of a burst of duplicates gets a row back and creates the link. The LEFT JOIN
+// finds keys of bulk creates too, which hold a response instead of one code.
 const CLAIM_IDEMPOTENCY_KEY: &str = "\
     INSERT INTO idempotency_keys (key, request, account_id) VALUES ($1, $2, $3) \
     ON CONFLICT (key) DO NOTHING";
@@ -133,7 +134,7 @@ const FIND_IDEMPOTENT: &str = "\
            l.code, l.target_url, l.created_at, l.updated_at, l.expires_at, l.owner_id, \
            l.disabled_at, l.redirect_status, l.forward_query, l.expired_url, l.max_visits, \
            l.visits \
-    FROM idempotency_keys k JOIN links l ON l.code = k.code \
+    FROM idempotency_keys k LEFT JOIN links l ON l.code = k.code \
     WHERE k.key = $1";
 const DELETE_OLD_IDEMPOTENCY_KEYS: &str = "\
     DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)";
@@ -309,7 +310,9 @@ impl LinkRepository for PgRepository {
                     return Ok(IdempotentCreate::HeldByOther);
                 }
                 let stored: String = row.get("request");
-                return Ok(if stored == request {
+                // A bulk create's key has no single link: never this request.
+                let bulk = row.get::<_, Option<String>>("code").is_none();
+                return Ok(if stored == request && !bulk {
                     IdempotentCreate::Replayed(link_from_row(&row))
                 } else {
                     IdempotentCreate::Mismatch

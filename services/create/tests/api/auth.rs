@@ -12,6 +12,7 @@ use crate::helpers::{Stack, error_code, eventually, spawn_create};
 /// Every endpoint of the API with the scope it needs; `{code}` and `{id}` are filled in.
 const ENDPOINTS: &[(&str, &str, Scope)] = &[
     ("POST", "/api/v1/links", Scope::LinksWrite),
+    ("POST", "/api/v1/links/bulk", Scope::LinksWrite),
     ("GET", "/api/v1/links/{code}", Scope::LinksRead),
     ("DELETE", "/api/v1/links/{code}", Scope::LinksWrite),
     ("PATCH", "/api/v1/links/{code}", Scope::LinksWrite),

@@ -2,6 +2,7 @@
 //! against real PostgreSQL and Redis.
 
 mod auth;
+mod bulk;
 mod concurrency;
 mod durability;
 mod edit;
@@ -9,6 +10,7 @@ mod fastpath;
 mod group_commit;
 mod helpers;
 mod idempotency;
+mod import;
 mod keys;
 mod links;
 mod listing;

@@ -104,6 +104,46 @@ async fn the_key_expires_once_the_quota_is_whole_again() {
     assert!((1..=100).contains(&ttl), "{ttl} ms");
 }
 
+#[tokio::test]
+async fn several_requests_are_taken_at_once_or_not_at_all() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (store(&redis.url()), store(&redis.url()));
+    let (first, second) = (
+        Limiter::new(&a, Limit::ApiKey),
+        Limiter::new(&b, Limit::ApiKey),
+    );
+    // One request a second, 60 at once.
+    let quota = Quota::per_minute(60);
+
+    let one = first.check("9", quota).await;
+    let fifty = second.check_n("9", quota, 50).await;
+    let ten = first.check_n("9", quota, 10).await;
+    let nine = second.check_n("9", quota, 9).await;
+
+    assert!(one.allowed && one.remaining == 59, "{one:?}");
+    assert!(
+        fifty.allowed && fifty.remaining == 9,
+        "both instances count: {fifty:?}"
+    );
+    assert!(
+        !ten.allowed && ten.remaining == 9,
+        "10 do not fit in 9: {ten:?}"
+    );
+    assert_eq!(
+        ten.retry_after,
+        Some(Duration::from_secs(1)),
+        "the tenth comes back within a second"
+    );
+    assert!(
+        nine.allowed && nine.remaining == 0,
+        "the refusal took nothing: {nine:?}"
+    );
+    assert!(
+        !first.check_n("other", quota, 61).await.allowed,
+        "more than the burst never fits"
+    );
+}
+
 /// `n` checks of one subject, one after the other.
 async fn checks(limiter: &Limiter, quota: Quota, n: usize) -> Vec<Decision> {
     let mut decisions = Vec::with_capacity(n);
