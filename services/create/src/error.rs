@@ -91,6 +91,9 @@ pub enum ApiError {
     /// type.
     #[error("the query string is not valid: {0}")]
     InvalidQuery(String),
+    /// 400 `invalid_cursor`: a listing's `cursor` is not one this API handed out.
+    #[error("the cursor is not valid: pass next_cursor from a listing unchanged")]
+    InvalidCursor,
     /// 422 `invalid_rate_limit`.
     #[error("rate_limit_per_minute must be 1 to 1,000,000")]
     InvalidRateLimit,
@@ -104,6 +107,12 @@ pub enum ApiError {
     #[error("the alias is already taken")]
     AliasTaken,
     /// 503 `key_pool_empty`, with `Retry-After`.
+    /// 422: a `q=` search or a count read more of the account's links than its time allows.
+    #[error(
+        "the search read more links than its time allows; narrow it with created_after, \
+         created_before or a longer q"
+    )]
+    SearchTooBroad,
     #[error("no short codes are available right now; retry shortly")]
     KeyPoolEmpty,
     /// 503 `unavailable`, with `Retry-After`: PostgreSQL unreachable, slow or restarting.
@@ -136,10 +145,12 @@ impl ApiError {
             Self::InvalidScopes => "invalid_scopes",
             Self::InvalidRateLimit => "invalid_rate_limit",
             Self::InvalidQuery(_) => "invalid_query",
+            Self::InvalidCursor => "invalid_cursor",
             Self::NotFound | Self::NoRoute | Self::NoSuchAccount | Self::NoSuchKey => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::AliasTaken => "alias_taken",
             Self::KeyPoolEmpty => "key_pool_empty",
+            Self::SearchTooBroad => "search_too_broad",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal_error",
         }
@@ -164,6 +175,7 @@ impl From<RepoError> for ApiError {
         match e {
             RepoError::CodeTaken => Self::AliasTaken,
             RepoError::NameTaken => Self::AccountNameTaken,
+            RepoError::ScanTimeout(_) => Self::SearchTooBroad,
             e if e.is_unavailable() => Self::Unavailable(e),
             e => Self::Internal(e),
         }
@@ -207,15 +219,17 @@ impl ResponseError for ApiError {
             | Self::IdempotencyKeyReused
             | Self::InvalidName
             | Self::InvalidScopes
-            | Self::InvalidRateLimit => StatusCode::UNPROCESSABLE_ENTITY,
+            | Self::InvalidRateLimit
+            | Self::SearchTooBroad => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized | Self::InvalidApiKey => StatusCode::UNAUTHORIZED,
             Self::InsufficientScope(_) | Self::AccountDisabled => StatusCode::FORBIDDEN,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::AccountNameTaken => StatusCode::CONFLICT,
             Self::NoSuchAccount | Self::NoSuchKey => StatusCode::NOT_FOUND,
-            Self::InvalidJson(_) | Self::InvalidIdempotencyKey | Self::InvalidQuery(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::InvalidJson(_)
+            | Self::InvalidIdempotencyKey
+            | Self::InvalidQuery(_)
+            | Self::InvalidCursor => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound | Self::NoRoute => StatusCode::NOT_FOUND,

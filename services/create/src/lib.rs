@@ -11,6 +11,7 @@
 //!   links, probes.
 //! - [`bulk`]: `POST /api/v1/links/bulk`, many links in one call and one transaction.
 //! - [`import`]: `kurz-create import`, links from a CSV file, resumable.
+//! - [`manage`]: editing links (`PATCH /api/v1/links/{code}`), listing and counting them.
 //! - [`admin`]: accounts and API keys (`/api/v1/accounts`, `/api/v1/keys`).
 //! - [`openapi`]: the OpenAPI document generated from the handlers' annotations, served at
 //!   `/api/v1/openapi.json` and `/docs`, and the 404/405 of requests no route takes.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod guard;
 pub mod import;
 pub mod keys;
+pub mod manage;
 pub mod openapi;
 pub mod request;
 pub mod routes;

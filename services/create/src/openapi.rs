@@ -51,7 +51,7 @@ pub const DOCUMENT_PATH: &str = "/api/v1/openapi.json";
         license(name = "MIT OR Apache-2.0"),
     ),
     tags(
-        (name = "links", description = "Short links: create, show, delete, disable."),
+        (name = "links", description = "Short links: create, show, edit, list, delete, disable."),
         (name = "accounts", description = "Accounts (admin)."),
         (name = "keys", description = "API keys (admin)."),
         (name = "operations", description = "Probes, metrics and this document: no key needed."),
@@ -175,6 +175,11 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         code: "invalid_query",
         status: 400,
         when: "the query string has an unknown parameter or a value of the wrong type",
+    },
+    ErrorCode {
+        code: "invalid_cursor",
+        status: 400,
+        when: "`cursor` is not a `next_cursor` this API handed out",
     },
     ErrorCode {
         code: "invalid_idempotency_key",
@@ -302,6 +307,11 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         when: "`expires_at` is not in the future",
     },
     ErrorCode {
+        code: "search_too_broad",
+        status: 422,
+        when: "a `q=` search or a count read the account's links for more than 2 s",
+    },
+    ErrorCode {
         code: "invalid_redirect_status",
         status: 422,
         when: "`redirect_status` is not 301, 302, 307 or 308",
@@ -416,6 +426,17 @@ pub mod errors {
             "invalid_alias", "alias_reserved", "invalid_redirect_status", "invalid_expired_url",
             "invalid_max_visits", "idempotency_key_reused",
         ];
+        /// 422: the rules of an edit, the create's for the fields it may change.
+        InvalidEdit = [
+            "url_too_long", "url_invalid_characters", "invalid_url", "url_missing_host",
+            "unsupported_scheme", "url_has_credentials", "url_self_reference",
+            "url_private_target", "url_blocked", "invalid_expires_at", "expires_at_in_past",
+            "invalid_redirect_status", "invalid_expired_url", "invalid_max_visits",
+        ];
+        /// 400 for a listing's `cursor`.
+        BadCursor = ["invalid_cursor"];
+        /// 422 when a search or a count runs out of its time.
+        SearchTooBroad = ["search_too_broad"];
         /// 422 for a bulk call as a whole (each item's own errors are in its result).
         InvalidBulk = ["no_items", "too_many_items", "idempotency_key_reused"];
         /// 422 on creating an account.
@@ -826,11 +847,13 @@ mod tests {
             ApiError::InvalidName,
             ApiError::InvalidScopes,
             ApiError::InvalidQuery(String::new()),
+            ApiError::InvalidCursor,
             ApiError::InvalidRateLimit,
             ApiError::NoRoute,
             ApiError::MethodNotAllowed,
             ApiError::AliasTaken,
             ApiError::KeyPoolEmpty,
+            ApiError::SearchTooBroad,
             ApiError::Unavailable(down()),
             ApiError::Internal(down()),
         ];

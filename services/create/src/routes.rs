@@ -24,9 +24,9 @@ use crate::request::{CreateLink, ValidCreate};
 use crate::validate::UrlPolicy;
 use kurz_repository::batch::InsertBatcher;
 
-/// A delete removes the cached entry twice: at once, and again after this delay, which
-/// closes the race with a redirect instance that read the link just before the delete and
-/// writes it back to the cache just after.
+/// A change (delete, disable, edit) reaches the caches twice: at once, and again after this
+/// delay, which closes the race with a redirect instance that read the link just before the
+/// change and writes it back to the cache just after.
 const SECOND_INVALIDATION_DELAY: Duration = Duration::from_secs(2);
 
 /// Everything a request needs, shared by all workers.
@@ -95,7 +95,13 @@ impl LinkStatus {
 
 impl State {
     pub(crate) fn view(&self, link: Link) -> LinkView {
-        let status = LinkStatus::of(&link, Utc::now());
+        self.view_at(link, Utc::now())
+    }
+
+    /// [`Self::view`] with the status judged at `now` (a listing judges all its links, and
+    /// filters them, at one instant).
+    pub(crate) fn view_at(&self, link: Link, now: DateTime<Utc>) -> LinkView {
+        let status = LinkStatus::of(&link, now);
         let limited = link.behaviour.is_limited();
         LinkView {
             short_url: format!("{}{}", self.public_base_url, link.code),
@@ -325,6 +331,25 @@ async fn forget_everywhere(state: &State, code: String) {
     if let Err(e) = state.cache.remove(&code).await {
         tracing::warn!(error = %e, "cache invalidation failed; the entry expires with its TTL");
     }
+    publish_then_forget_again(state, code).await;
+}
+
+/// After an edit: overwrite the Redis entry with the link as committed (so redirects need no
+/// database lookup for it), then as [`forget_everywhere`].
+pub(crate) async fn replace_everywhere(state: &State, link: &Link) {
+    if let Err(e) = state.cache.put(&link.code, &CachedLink::from(link)).await {
+        tracing::warn!(error = %e, "cache write after an edit failed; removed again shortly");
+    }
+    publish_then_forget_again(state, link.code.clone()).await;
+}
+
+/// Publishes the invalidation now, and after [`SECOND_INVALIDATION_DELAY`] removes the Redis
+/// entry and publishes again. That second round closes the race with a redirect instance
+/// that read the old link just before the change and stored it (in Redis and in its own
+/// memory) just after the first round. It removes rather than writes the new value: a write
+/// this late could overwrite the entry of a later edit with this one's older value; a
+/// removal is never wrong, and costs one lookup.
+async fn publish_then_forget_again(state: &State, code: String) {
     if let Err(e) = state.cache.publish_invalidation(&code).await {
         tracing::warn!(error = %e, "publishing the invalidation failed; in-process caches expire it with their TTL");
     }
@@ -332,6 +357,7 @@ async fn forget_everywhere(state: &State, code: String) {
     tokio::spawn(async move {
         tokio::time::sleep(SECOND_INVALIDATION_DELAY).await;
         let _ = cache.remove(&code).await;
+        let _ = cache.publish_invalidation(&code).await;
     });
 }
 

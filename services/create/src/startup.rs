@@ -23,6 +23,7 @@ use crate::blocklist::{BlocklistWatcher, SharedBlocklist};
 use crate::error::ApiError;
 use crate::guard::Guard;
 use crate::keys::KeyBuffer;
+use crate::manage;
 use crate::openapi::{self, Document};
 use crate::routes::{self, State};
 use crate::settings::Settings;
@@ -191,7 +192,13 @@ fn api() -> Scope<
         .service(crate::bulk::create_many)
         // Other methods on it are 405, not `/v1/links/{code}` with the code `bulk`.
         .route("/v1/links/bulk", web::route().to(openapi::unrouted))
+        .service(manage::list)
+        // Before `{code}`, which would otherwise take it (and `count` is a reserved alias);
+        // its other methods are 405 here rather than `{code}` routes below.
+        .service(manage::count)
+        .route("/v1/links/count", web::route().to(openapi::unrouted))
         .service(routes::get)
+        .service(manage::patch)
         .service(routes::delete)
         .service(routes::disable)
         .service(routes::enable)

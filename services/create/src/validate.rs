@@ -19,9 +19,8 @@ use crate::blocklist::SharedBlocklist;
 pub const RESERVED_ALIASES: &[&str] = &[
     "api", "healthz", "readyz", "livez", "metrics", "docs", "openapi", "swagger", "static",
     "assets", "admin", "login", "logout", "qr", "stats", "favicon", "robots", "sitemap",
-    // `/api/v1/links/bulk` is the bulk endpoint, so a link with this code could not be read,
-    // edited or deleted through the API.
-    "bulk",
+    // `/api/v1/links/count` and `/api/v1/links/bulk` sit where a code would.
+    "count", "bulk",
 ];
 
 /// The largest visit limit: a trillion is beyond any real campaign and far inside `bigint`.

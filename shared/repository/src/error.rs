@@ -16,6 +16,11 @@ pub enum RepoError {
     /// against the breaker, but is not retried (the time budget is spent).
     #[error("PostgreSQL did not answer in time")]
     Timeout(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A statement that scans an account's links (a search, a count) ran out of its own
+    /// timeout: the request asks too much, PostgreSQL is fine. Not counted against the breaker
+    /// and not retried.
+    #[error("the search read more links than its time allows")]
+    ScanTimeout(#[source] tokio_postgres::Error),
     /// The circuit breaker refused the call without trying: PostgreSQL failed recently.
     #[error("PostgreSQL calls are suspended after repeated failures (circuit breaker open)")]
     CircuitOpen,
@@ -60,6 +65,17 @@ impl RepoError {
     /// refusal by the breaker.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
+    }
+}
+
+impl RepoError {
+    /// [`From`] for the statement of a scan: its statement timeout is the request's fault.
+    pub(crate) fn from_scan(e: tokio_postgres::Error) -> Self {
+        if e.code() == Some(&SqlState::QUERY_CANCELED) {
+            Self::ScanTimeout(e)
+        } else {
+            Self::from(e)
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`invalidation`]: cross-instance invalidation of in-process caches over Redis pub/sub.
 //! - [`postgres`]: the pool, migrations, the schema check and the SQL of the key pool.
 //! - [`links`]: the SQL of links and their idempotency keys.
+//! - [`listing`]: listing and counting an owner's links (keyset pagination), and edits.
 //! - [`batch`]: group commit of link inserts.
 //! - [`bulk`]: many links in one transaction (bulk creates, imports) and the import records.
 //! - [`visits`]: visit limits, counted atomically in PostgreSQL (`PgRepository::count_visit`).
@@ -25,6 +26,7 @@ pub mod codes;
 pub mod error;
 pub mod invalidation;
 pub mod links;
+pub mod listing;
 pub mod model;
 pub mod postgres;
 pub mod token;

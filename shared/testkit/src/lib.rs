@@ -216,6 +216,26 @@ where
     panic!("never happened: {what}");
 }
 
+/// Polls `check` every 20 ms and fails the test unless it holds within `bound`: for the
+/// propagation bounds Kurz promises ("every instance follows within a second"). The bound is
+/// what is asserted, never how fast it went.
+pub async fn within<F, Fut>(bound: std::time::Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        if check().await {
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            panic!("not within {bound:?}: {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Logs from the code under test, shown when `TEST_LOG` is set (`TEST_LOG=debug`).
 pub fn init_tracing() {
     static INIT: Once = Once::new();

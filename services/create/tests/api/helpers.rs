@@ -86,6 +86,17 @@ impl Stack {
             .expect("redirect request")
     }
 
+    /// Sets columns of the link `code` behind the API's back (`set` is an SQL `SET` list),
+    /// for states the API cannot make: a past expiry, counted visits, another owner.
+    pub async fn arrange(&self, code: &str, set: &str) {
+        self.env
+            .sql()
+            .await
+            .execute(&format!("UPDATE links SET {set} WHERE code = $1"), &[&code])
+            .await
+            .expect("arranging a link");
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.env
             .sql()
@@ -160,4 +171,4 @@ pub async fn error_code(response: Response) -> String {
         .to_owned()
 }
 
-pub use kurz_testkit::eventually;
+pub use kurz_testkit::{eventually, within};
