@@ -3,6 +3,8 @@
 //! - [`model`]: domain types (`Link`, `NewLink`, `CachedLink`, `Owner`).
 //! - [`accounts`]: accounts, API keys and scopes, with their SQL.
 //! - [`token`]: the API key format: minting, checksum, digest, display hint.
+//! - [`clicks`]: click events and their encoding as Redis stream entries (redirect to
+//!   analytics).
 //! - [`codes`]: the code alphabet, code checks and random key generation.
 //! - [`error`]: `RepoError` (PostgreSQL) and `CacheError` (Redis); neither knows HTTP.
 //! - [`invalidation`]: cross-instance invalidation of in-process caches over Redis pub/sub.
@@ -22,6 +24,7 @@ pub mod batch;
 pub mod breaker;
 pub mod bulk;
 pub mod cache;
+pub mod clicks;
 pub mod codes;
 pub mod error;
 pub mod invalidation;
