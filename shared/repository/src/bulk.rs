@@ -14,7 +14,10 @@ use tokio_postgres::types::{ToSql, Type};
 use crate::error::RepoError;
 // The key is claimed as for a single create (`CLAIM_IDEMPOTENCY_KEY`): a concurrent duplicate
 // waits for this transaction, then finds its committed row.
-use crate::links::{CLAIM_IDEMPOTENCY_KEY, INSERT_MANY, ManyColumns, link_columns, link_from_row};
+use crate::links::{
+    CLAIM_IDEMPOTENCY_KEY, INSERT_MANY, ManyColumns, link_columns, link_from_row,
+    record_outcome_and_commit,
+};
 use crate::model::{Link, NewLink};
 use crate::postgres::PgRepository;
 
@@ -308,15 +311,13 @@ impl PgRepository {
                 }
             }
             let inserted = insert_rows(&tx, rows).await?;
-            if let Some(key) = &key {
-                let response = render(&inserted);
-                tx.execute_typed(
-                    RECORD_RESPONSE,
-                    &[(&key.key, Type::TEXT), (&response, Type::TEXT)],
-                )
-                .await?;
+            match &key {
+                Some(key) => {
+                    let response = render(&inserted);
+                    record_outcome_and_commit(tx, RECORD_RESPONSE, key.key, &response).await?;
+                }
+                None => tx.commit().await?,
             }
-            tx.commit().await?;
             Ok(BulkCreate::Created(inserted))
         })
         .await

@@ -129,6 +129,21 @@ pub(crate) const CLAIM_IDEMPOTENCY_KEY: &str = "\
     INSERT INTO idempotency_keys (key, request, account_id) VALUES ($1, $2, $3) \
     ON CONFLICT (key) DO NOTHING";
 const RECORD_IDEMPOTENT_LINK: &str = "UPDATE idempotency_keys SET code = $2 WHERE key = $1";
+
+/// Stores what the request under idempotency key `key` produced (`record`: an UPDATE of the
+/// key's row taking the key and the outcome) and commits: the key's claim, the links and the
+/// outcome become visible together, so a replay never finds a claimed key without its answer.
+pub(crate) async fn record_outcome_and_commit(
+    tx: deadpool_postgres::Transaction<'_>,
+    record: &str,
+    key: &str,
+    outcome: &str,
+) -> Result<(), RepoError> {
+    tx.execute_typed(record, &[(&key, Type::TEXT), (&outcome, Type::TEXT)])
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
 const FIND_IDEMPOTENT: &str = "\
     SELECT k.request, k.account_id, \
            l.code, l.target_url, l.created_at, l.updated_at, l.expires_at, l.owner_id, \
@@ -329,9 +344,7 @@ impl LinkRepository for PgRepository {
                 .await?
                 .ok_or(RepoError::CodeTaken)?;
             let created = link_from_row(&row);
-            tx.execute(RECORD_IDEMPOTENT_LINK, &[&key, &created.code])
-                .await?;
-            tx.commit().await?;
+            record_outcome_and_commit(tx, RECORD_IDEMPOTENT_LINK, key, &created.code).await?;
             Ok(IdempotentCreate::Created(created))
         })
         .await

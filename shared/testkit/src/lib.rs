@@ -123,6 +123,17 @@ impl TestEnv {
         self.postgres.client(&self.database).await
     }
 
+    /// The first column of the first row of `sql`, a bigint (`SELECT count(*) ...`), for
+    /// asserting on what the services stored.
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.sql()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
+
     /// A direct Redis connection, for arranging and asserting.
     pub async fn redis_conn(&self) -> deadpool_redis::redis::aio::MultiplexedConnection {
         self.redis.connection().await

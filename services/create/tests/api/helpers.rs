@@ -98,13 +98,7 @@ impl Stack {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        self.env
-            .sql()
-            .await
-            .query_one(sql, &[])
-            .await
-            .expect("query")
-            .get(0)
+        self.env.count(sql).await
     }
 }
 

@@ -134,15 +134,6 @@ fn report(path: &Path) -> Vec<(u64, String)> {
         .collect()
 }
 
-async fn count(env: &TestEnv, sql: &str) -> i64 {
-    env.sql()
-        .await
-        .query_one(sql, &[])
-        .await
-        .expect("query")
-        .get(0)
-}
-
 async fn setup(keys: u64) -> (TestEnv, tempfile::TempDir) {
     let env = TestEnv::start().await;
     env.repository()
@@ -225,7 +216,7 @@ async fn one_million_rows_import_in_bounded_memory_with_progress_and_a_report() 
     );
     assert_same_rejections(&report(&report_path), &file.rejected);
     let big = "SELECT count(*) FROM links WHERE target_url LIKE 'https://example.com/imp/%'";
-    assert_eq!(count(&env, big).await, file.valid);
+    assert_eq!(env.count(big).await, file.valid);
     let summary = String::from_utf8_lossy(&output.stdout);
     assert!(
         summary.contains(&format!("imported {} links", file.valid)),
@@ -233,7 +224,7 @@ async fn one_million_rows_import_in_bounded_memory_with_progress_and_a_report() 
     );
     let owners =
         "SELECT count(*) FROM links l JOIN accounts a ON a.id = l.owner_id WHERE a.name = 'acme'";
-    assert_eq!(count(&env, owners).await, file.valid + small.valid);
+    assert_eq!(env.count(owners).await, file.valid + small.valid);
 }
 
 #[tokio::test]
@@ -284,12 +275,12 @@ async fn an_import_killed_midway_and_run_again_imports_every_valid_row_exactly_o
         "{resumed}"
     );
     let duplicated = "SELECT count(*) FROM (SELECT target_url FROM links GROUP BY target_url HAVING count(*) > 1) d";
-    assert_eq!(count(&env, duplicated).await, 0, "a row imported twice");
-    assert_eq!(count(&env, "SELECT count(*) FROM links").await, file.valid);
+    assert_eq!(env.count(duplicated).await, 0, "a row imported twice");
+    assert_eq!(env.count("SELECT count(*) FROM links").await, file.valid);
     assert_same_rejections(&report(&report_path), &file.rejected);
     let again = String::from_utf8_lossy(&third.stdout);
     assert!(again.contains("already imported"), "{again}");
-    assert_eq!(count(&env, "SELECT count(*) FROM links").await, file.valid);
+    assert_eq!(env.count("SELECT count(*) FROM links").await, file.valid);
 }
 
 #[tokio::test]
@@ -310,5 +301,5 @@ async fn an_unknown_column_stops_the_import_before_any_row() {
         format!("{stderr}{stdout}").contains("unknown column `colour`"),
         "{stderr}{stdout}"
     );
-    assert_eq!(count(&env, "SELECT count(*) FROM links").await, 0);
+    assert_eq!(env.count("SELECT count(*) FROM links").await, 0);
 }

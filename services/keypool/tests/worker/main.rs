@@ -17,15 +17,6 @@ async fn worker(env: &TestEnv, low: u64, high: u64) -> Worker {
     Worker::build(&settings).await.expect("worker starts")
 }
 
-async fn count(env: &TestEnv, sql: &str) -> i64 {
-    env.sql()
-        .await
-        .query_one(sql, &[])
-        .await
-        .expect("query")
-        .get(0)
-}
-
 #[tokio::test]
 async fn a_refill_step_fills_a_low_pool_up_to_the_high_watermark() {
     let env = TestEnv::start().await;
@@ -42,12 +33,10 @@ async fn a_refill_step_fills_a_low_pool_up_to_the_high_watermark() {
     };
     assert_eq!(depth_before, 0);
     assert_eq!(report.inserted, 2_000);
-    assert_eq!(count(&env, "SELECT count(*) FROM key_pool").await, 2_000);
-    let well_formed = count(
-        &env,
-        "SELECT count(*) FROM key_pool WHERE code ~ '^[A-Za-z0-9]{7}$'",
-    )
-    .await;
+    assert_eq!(env.count("SELECT count(*) FROM key_pool").await, 2_000);
+    let well_formed = env
+        .count("SELECT count(*) FROM key_pool WHERE code ~ '^[A-Za-z0-9]{7}$'")
+        .await;
     assert_eq!(well_formed, 2_000, "keys are 7 characters of base62");
 }
 
@@ -60,7 +49,7 @@ async fn a_refill_step_leaves_a_pool_above_the_low_watermark_alone() {
     let outcome = worker.refill_once().await.expect("refill");
 
     assert_eq!(outcome, RefillOutcome::Sufficient);
-    assert_eq!(count(&env, "SELECT count(*) FROM key_pool").await, 600);
+    assert_eq!(env.count("SELECT count(*) FROM key_pool").await, 600);
 }
 
 #[tokio::test]
@@ -178,7 +167,7 @@ async fn a_million_keys_refill_in_one_step_and_report_their_rate() {
     assert!(report.inserted >= 999_990, "{report:?}");
     assert!(report.rate() > 0.0);
     assert_eq!(
-        count(&env, "SELECT count(*) FROM key_pool").await,
+        env.count("SELECT count(*) FROM key_pool").await,
         report.inserted as i64
     );
 }
@@ -210,11 +199,8 @@ async fn concurrent_claims_never_hand_out_a_key_twice() {
     let distinct: HashSet<&String> = all.iter().collect();
     assert_eq!(all.len(), 5_000, "every pooled key was claimed");
     assert_eq!(distinct.len(), all.len(), "no key was claimed twice");
-    assert_eq!(count(&env, "SELECT count(*) FROM key_pool").await, 0);
-    assert_eq!(
-        count(&env, "SELECT count(*) FROM issued_codes").await,
-        5_000
-    );
+    assert_eq!(env.count("SELECT count(*) FROM key_pool").await, 0);
+    assert_eq!(env.count("SELECT count(*) FROM issued_codes").await, 5_000);
 }
 
 #[tokio::test]
