@@ -37,7 +37,24 @@ const IPV4_MAPPED: (u128, u8) = (0xffff_0000_0000, 96);
 /// On a network that does not parse, a network given twice with different countries, or a
 /// file that cannot be written: this is a test helper, and a bad fixture is a bug in the test.
 pub fn write_country_db(path: &Path, networks: &[(&str, &str)]) {
-    let bytes = country_db(networks);
+    write_country_db_as(path, Layout::GeoIp2, networks);
+}
+
+/// How a database's records spell the country. Free databases differ, so a reader that
+/// accepts several needs a fixture of each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `{"country": {"iso_code": "DE"}}`: MaxMind's GeoIP2 and GeoLite2 Country, and DB-IP's
+    /// own Lite files; `maxminddb::geoip2::Country` decodes it.
+    GeoIp2,
+    /// `{"country_code": "DE"}`: the mmdb files of the ip-location-db project (npm
+    /// `@ip-location-db/*-mmdb`).
+    CountryCode,
+}
+
+/// [`write_country_db`] with records in `layout`.
+pub fn write_country_db_as(path: &Path, layout: Layout, networks: &[(&str, &str)]) {
+    let bytes = country_db(layout, networks);
     std::fs::write(path, bytes)
         .unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
 }
@@ -51,13 +68,18 @@ pub struct CountryDb {
 impl CountryDb {
     /// Writes `networks` (see [`write_country_db`]) to a new temp file.
     pub fn new(networks: &[(&str, &str)]) -> Self {
+        Self::with_layout(Layout::GeoIp2, networks)
+    }
+
+    /// Like [`CountryDb::new`], with records in `layout`.
+    pub fn with_layout(layout: Layout, networks: &[(&str, &str)]) -> Self {
         let file = tempfile::Builder::new()
             .prefix("kurz-geoip-")
             .suffix(".mmdb")
             .tempfile()
             .expect("creating a temp file for the country database")
             .into_temp_path();
-        write_country_db(&file, networks);
+        write_country_db_as(&file, layout, networks);
         Self { file }
     }
 
@@ -67,9 +89,9 @@ impl CountryDb {
 }
 
 /// The whole file: search tree, separator, data section, metadata.
-fn country_db(networks: &[(&str, &str)]) -> Vec<u8> {
+fn country_db(layout: Layout, networks: &[(&str, &str)]) -> Vec<u8> {
     let networks = parse_networks(networks);
-    let data = DataSection::for_countries(networks.iter().map(|(_, iso)| iso.as_str()));
+    let data = DataSection::for_countries(layout, networks.iter().map(|(_, iso)| iso.as_str()));
 
     let mut tree = Tree::new();
     for (network, iso_code) in &networks {
@@ -239,7 +261,7 @@ fn bit(bits: u128, depth: u8) -> usize {
     usize::from((bits >> (127 - depth)) & 1 == 1)
 }
 
-/// One `{"country": {"iso_code": ..}}` map per distinct country, and where each one starts.
+/// One record per distinct country, and where each one starts.
 #[derive(Debug)]
 struct DataSection {
     bytes: Vec<u8>,
@@ -247,7 +269,7 @@ struct DataSection {
 }
 
 impl DataSection {
-    fn for_countries<'a>(iso_codes: impl Iterator<Item = &'a str>) -> Self {
+    fn for_countries<'a>(layout: Layout, iso_codes: impl Iterator<Item = &'a str>) -> Self {
         let mut section = Self {
             bytes: Vec::new(),
             offsets: BTreeMap::new(),
@@ -260,8 +282,12 @@ impl DataSection {
             section
                 .offsets
                 .insert(iso_code.to_owned(), section.bytes.len());
-            let record =
-                Value::map([("country", Value::map([("iso_code", Value::str(iso_code))]))]);
+            let record = match layout {
+                Layout::GeoIp2 => {
+                    Value::map([("country", Value::map([("iso_code", Value::str(iso_code))]))])
+                }
+                Layout::CountryCode => Value::map([("country_code", Value::str(iso_code))]),
+            };
             record.encode(&mut section.bytes);
         }
         section
@@ -389,7 +415,8 @@ mod tests {
     use super::*;
 
     fn reader(networks: &[(&str, &str)]) -> Reader<Vec<u8>> {
-        Reader::from_source(country_db(networks)).expect("maxminddb opens the database")
+        Reader::from_source(country_db(Layout::GeoIp2, networks))
+            .expect("maxminddb opens the database")
     }
 
     /// The country `maxminddb` answers for `ip`, as the analytics worker decodes it.
@@ -397,13 +424,7 @@ mod tests {
         let ip: IpAddr = ip.parse().expect("a test address");
         let found = reader.lookup(ip).expect("lookup");
         let record: Option<geoip2::Country> = found.decode().expect("decode");
-        record.map(|record| {
-            record
-                .country
-                .iso_code
-                .expect("every record has an iso_code")
-                .to_owned()
-        })
+        record.and_then(|record| record.country.iso_code.map(str::to_owned))
     }
 
     fn offset(reader: &Reader<Vec<u8>>, ip: &str) -> Option<usize> {
@@ -605,13 +626,38 @@ mod tests {
     #[test]
     #[should_panic(expected = "given twice")]
     fn a_network_given_for_two_countries_is_refused() {
-        country_db(&[("192.0.2.0/24", "DE"), ("192.0.2.0/24", "FR")]);
+        country_db(
+            Layout::GeoIp2,
+            &[("192.0.2.0/24", "DE"), ("192.0.2.0/24", "FR")],
+        );
     }
 
     #[test]
     #[should_panic(expected = "not a network in CIDR notation")]
     fn a_malformed_network_is_refused() {
-        country_db(&[("192.0.2.0/33", "DE")]);
+        country_db(Layout::GeoIp2, &[("192.0.2.0/33", "DE")]);
+    }
+
+    #[test]
+    fn the_country_code_layout_answers_a_top_level_country_code() {
+        let bytes = country_db(
+            Layout::CountryCode,
+            &[("192.0.2.0/24", "DE"), ("2001:db8::/32", "FR")],
+        );
+        let db = Reader::from_source(bytes).expect("maxminddb opens the database");
+
+        let code = |ip: &str| -> Option<String> {
+            let found = db.lookup(ip.parse().expect("ip")).expect("lookup");
+            found
+                .decode_path(&maxminddb::path!["country_code"])
+                .expect("decode")
+        };
+        assert_eq!(code("192.0.2.1").as_deref(), Some("DE"));
+        assert_eq!(code("2001:db8::1").as_deref(), Some("FR"));
+        assert_eq!(code("198.51.100.1"), None);
+        // A GeoIP2 reader finds a record there, but no country in it.
+        assert_eq!(country(&db, "192.0.2.1"), None);
+        db.verify().expect("maxminddb's verifier accepts the file");
     }
 
     #[test]
