@@ -331,7 +331,7 @@ impl PgRepository {
     /// breaker does not count it, so one account's broad searches can never open the breaker
     /// for every other request of the instance. A transaction, because `SET LOCAL` is the
     /// only per-statement timeout that also works through a transaction-mode pooler.
-    async fn scan(
+    pub(crate) async fn scan(
         &self,
         statement: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
