@@ -104,7 +104,9 @@ pub fn bucket_starts(
 fn period_start(day: NaiveDate, granularity: Granularity) -> NaiveDate {
     match granularity {
         Granularity::Hour | Granularity::Day => day,
-        Granularity::Week => day - Days::new(u64::from(day.weekday().num_days_from_monday())),
+        Granularity::Week => day
+            .checked_sub_days(Days::new(u64::from(day.weekday().num_days_from_monday())))
+            .unwrap_or(day),
         Granularity::Month => day.with_day(1).unwrap_or(day),
     }
 }
