@@ -265,7 +265,7 @@ impl ListParams {
 }
 
 /// The text of a `json` value, as PostgreSQL sends it (the binary form of `json` is its text).
-struct JsonText(String);
+pub(crate) struct JsonText(pub(crate) String);
 
 impl<'a> FromSql<'a> for JsonText {
     fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {

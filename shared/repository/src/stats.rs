@@ -16,7 +16,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::error::RepoError;
-use crate::listing::ListOwner;
+use crate::listing::{JsonText, ListOwner};
 use crate::postgres::PgRepository;
 
 /// How many values of each dimension, and how many links, a top list keeps.
@@ -217,6 +217,13 @@ const LINK_STATS: &str = stats_statement!("link_id = (SELECT id FROM links WHERE
 const OWNER_STATS: &str =
     stats_statement!("(($2::bool AND owner_id IS NULL) OR (NOT $2 AND owner_id = $3::int8))");
 
+fn statement_of(scope: StatsScope<'_>) -> &'static str {
+    match scope {
+        StatsScope::Link(_) => LINK_STATS,
+        StatsScope::Owner(_) => OWNER_STATS,
+    }
+}
+
 /// The statement's parameters, typed.
 struct StatsParams {
     code: Option<String>,
@@ -301,12 +308,27 @@ impl PgRepository {
         range: &StatsRange,
     ) -> Result<ClickStats, RepoError> {
         let params = StatsParams::of(scope, range);
-        let statement = match scope {
-            StatsScope::Link(_) => LINK_STATS,
-            StatsScope::Owner(_) => OWNER_STATS,
-        };
-        let rows = self.scan(statement, &params.typed()).await?;
+        let rows = self.scan(statement_of(scope), &params.typed()).await?;
         Ok(stats_of(&rows, range.bucket_starts.len(), range.bots))
+    }
+
+    /// `EXPLAIN (FORMAT JSON)` of exactly the statement [`Self::click_stats`] runs with these
+    /// arguments, as PostgreSQL plans it with their values: for the test that proves an
+    /// owner's stats read the `owner_id` indexes, and for operators. It does not run it.
+    pub async fn explain_click_stats(
+        &self,
+        scope: StatsScope<'_>,
+        range: &StatsRange,
+    ) -> Result<String, RepoError> {
+        let params = StatsParams::of(scope, range);
+        let sql = format!("EXPLAIN (FORMAT JSON) {}", statement_of(scope));
+        self.idempotent(|| async {
+            let client = self.connection().await?;
+            let rows = client.query_typed(&sql, &params.typed()).await?;
+            let plan: Vec<String> = rows.iter().map(|row| row.get::<_, JsonText>(0).0).collect();
+            Ok(plan.concat())
+        })
+        .await
     }
 }
 

@@ -625,3 +625,61 @@ async fn a_links_all_time_human_clicks_show_in_its_view_and_in_the_list() {
     assert_eq!(list["data"][0]["code"], json!(code));
     assert_eq!(list["data"][0]["clicks"], json!(42));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accounts_stats_read_the_owner_indexes_not_every_rollup_row() {
+    use kurz_repository::listing::ListOwner;
+    use kurz_repository::stats::{BotFilter, StatsRange, StatsScope};
+
+    let (stack, code) = with_link("https://example.com/planned").await;
+    // 100 owners' rows (owner_id is a copy, so one link can carry them all): an owner's
+    // range is 1 % of each table, which only its index reaches without reading the rest.
+    stack
+        .env
+        .sql()
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO click_hourly (link_id, hour, owner_id, humans) \
+             SELECT l.id, timestamptz '2020-01-01 00:00+00' + make_interval(hours => i), \
+                    1000 + i % 100, 1 \
+             FROM links l, generate_series(0, 49999) i WHERE l.code = '{code}'; \
+             INSERT INTO click_daily (link_id, day, owner_id, dimension, value, humans) \
+             SELECT l.id, date '2000-01-01' + i / 10, 1000 + (i / 10) % 100, 'country', \
+                    'C' || i % 10, 1 \
+             FROM links l, generate_series(0, 49999) i WHERE l.code = '{code}'; \
+             ANALYZE click_hourly; ANALYZE click_daily;"
+        ))
+        .await
+        .expect("arranging many owners' rows");
+    let from = chrono::DateTime::parse_from_rfc3339("2021-01-01T00:00:00Z")
+        .expect("a time")
+        .to_utc();
+    let range = StatsRange {
+        from,
+        to: from + chrono::TimeDelta::days(30),
+        bucket_starts: vec![from],
+        bots: BotFilter::Exclude,
+    };
+
+    let plan = stack
+        .env
+        .repository()
+        .explain_click_stats(StatsScope::Owner(ListOwner::Account(1_042)), &range)
+        .await
+        .expect("a plan");
+
+    for index in ["click_hourly_owner", "click_daily_owner"] {
+        assert!(
+            plan.contains(&format!("\"Index Name\": \"{index}\"")),
+            "{index}: {plan}"
+        );
+    }
+    let plan: Value = serde_json::from_str(&plan).expect("a JSON plan");
+    let mut nodes = vec![&plan[0]["Plan"]];
+    while let Some(node) = nodes.pop() {
+        let relation = node["Relation Name"].as_str().unwrap_or("");
+        let scanned = node["Node Type"] == "Seq Scan" && relation.starts_with("click_");
+        assert!(!scanned, "a sequential scan of {relation}: {plan}");
+        nodes.extend(node["Plans"].as_array().into_iter().flatten());
+    }
+}
