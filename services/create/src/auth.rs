@@ -97,6 +97,13 @@ impl NeedsScope for LinksRead {
     const SCOPE: Scope = Scope::LinksRead;
 }
 
+/// Click analytics: `GET /api/v1/links/{code}/stats` and `GET /api/v1/stats`.
+#[derive(Debug)]
+pub struct StatsRead;
+impl NeedsScope for StatsRead {
+    const SCOPE: Scope = Scope::StatsRead;
+}
+
 #[derive(Debug)]
 pub struct LinksWrite;
 impl NeedsScope for LinksWrite {

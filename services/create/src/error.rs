@@ -94,6 +94,19 @@ pub enum ApiError {
     /// 400 `invalid_cursor`: a listing's `cursor` is not one this API handed out.
     #[error("the cursor is not valid: pass next_cursor from a listing unchanged")]
     InvalidCursor,
+    /// 400 `invalid_range`: a stats range whose `from` is not before its `to`, or that the
+    /// calendar cannot cut into buckets.
+    #[error("the range is not valid: {0}")]
+    InvalidRange(String),
+    /// 400 `too_many_buckets`: a stats series would have more than 1,000 buckets.
+    #[error(
+        "the range has more than 1,000 {0} buckets (the most a series may have); choose a \
+         coarser granularity or a shorter range"
+    )]
+    TooManyBuckets(&'static str),
+    /// 400 `invalid_timezone`: `tz` is not an IANA time zone name.
+    #[error("tz must be an IANA time zone name, such as Europe/Berlin or UTC")]
+    InvalidTimezone,
     /// 422 `invalid_rate_limit`.
     #[error("rate_limit_per_minute must be 1 to 1,000,000")]
     InvalidRateLimit,
@@ -106,13 +119,14 @@ pub enum ApiError {
     /// 409 `alias_taken`.
     #[error("the alias is already taken")]
     AliasTaken,
-    /// 503 `key_pool_empty`, with `Retry-After`.
-    /// 422: a `q=` search or a count read more of the account's links than its time allows.
+    /// 422 `search_too_broad`: a `q=` search, a count or a stats range read more of the
+    /// account's rows than its time allows.
     #[error(
-        "the search read more links than its time allows; narrow it with created_after, \
-         created_before or a longer q"
+        "the search read more rows than its time allows; narrow it with created_after, \
+         created_before or a longer q (stats: a shorter range)"
     )]
     SearchTooBroad,
+    /// 503 `key_pool_empty`, with `Retry-After`.
     #[error("no short codes are available right now; retry shortly")]
     KeyPoolEmpty,
     /// 503 `unavailable`, with `Retry-After`: PostgreSQL unreachable, slow or restarting.
@@ -146,6 +160,9 @@ impl ApiError {
             Self::InvalidRateLimit => "invalid_rate_limit",
             Self::InvalidQuery(_) => "invalid_query",
             Self::InvalidCursor => "invalid_cursor",
+            Self::InvalidRange(_) => "invalid_range",
+            Self::TooManyBuckets(_) => "too_many_buckets",
+            Self::InvalidTimezone => "invalid_timezone",
             Self::NotFound | Self::NoRoute | Self::NoSuchAccount | Self::NoSuchKey => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::AliasTaken => "alias_taken",
@@ -229,7 +246,10 @@ impl ResponseError for ApiError {
             Self::InvalidJson(_)
             | Self::InvalidIdempotencyKey
             | Self::InvalidQuery(_)
-            | Self::InvalidCursor => StatusCode::BAD_REQUEST,
+            | Self::InvalidCursor
+            | Self::InvalidRange(_)
+            | Self::TooManyBuckets(_)
+            | Self::InvalidTimezone => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound | Self::NoRoute => StatusCode::NOT_FOUND,

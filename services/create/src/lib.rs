@@ -12,6 +12,8 @@
 //! - [`bulk`]: `POST /api/v1/links/bulk`, many links in one call and one transaction.
 //! - [`import`]: `kurz-create import`, links from a CSV file, resumable.
 //! - [`manage`]: editing links (`PATCH /api/v1/links/{code}`), listing and counting them.
+//! - [`stats`]: click analytics, `GET /api/v1/links/{code}/stats` and `GET /api/v1/stats`,
+//!   with the time-zone bucket arithmetic.
 //! - [`admin`]: accounts and API keys (`/api/v1/accounts`, `/api/v1/keys`).
 //! - [`openapi`]: the OpenAPI document generated from the handlers' annotations, served at
 //!   `/api/v1/openapi.json` and `/docs`, and the 404/405 of requests no route takes.
@@ -32,6 +34,7 @@ pub mod request;
 pub mod routes;
 pub mod settings;
 pub mod startup;
+pub mod stats;
 pub mod validate;
 
 pub use error::ApiError;

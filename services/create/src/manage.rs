@@ -263,19 +263,7 @@ fn filter_of(
     caller: &Authorized<LinksRead>,
     now: DateTime<Utc>,
 ) -> Result<LinkFilter, ApiError> {
-    let owner = match sent.account {
-        None => ListOwner::Account(caller.credential.account.id),
-        Some(_) if !caller.credential.key.has_scope(Scope::Admin) => {
-            return Err(ApiError::InsufficientScope(Scope::Admin));
-        }
-        Some("anonymous") => ListOwner::Anonymous,
-        Some(raw) => raw
-            .parse()
-            .ok()
-            .filter(|id| *id > 0)
-            .map(ListOwner::Account)
-            .ok_or_else(|| invalid("account must be an account id or `anonymous`"))?,
-    };
+    let owner = owner_of(sent.account, caller)?;
     // Control characters match no stored URL (validation refuses them), and PostgreSQL
     // refuses a NUL in text outright.
     if let Some(q) = sent.q
@@ -295,6 +283,27 @@ fn filter_of(
     })
 }
 
+/// Whose links `account` (a query parameter) names for `caller`: its own account's when left
+/// out; another account's, or the anonymous links, only for an admin (others: 403).
+pub(crate) fn owner_of<S>(
+    account: Option<&str>,
+    caller: &Authorized<S>,
+) -> Result<ListOwner, ApiError> {
+    match account {
+        None => Ok(ListOwner::Account(caller.credential.account.id)),
+        Some(_) if !caller.credential.key.has_scope(Scope::Admin) => {
+            Err(ApiError::InsufficientScope(Scope::Admin))
+        }
+        Some("anonymous") => Ok(ListOwner::Anonymous),
+        Some(raw) => raw
+            .parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .map(ListOwner::Account)
+            .ok_or_else(|| invalid("account must be an account id or `anonymous`")),
+    }
+}
+
 impl ListQuery {
     fn limit(&self) -> Result<u32, ApiError> {
         match self.limit {
@@ -309,7 +318,7 @@ fn invalid(message: &str) -> ApiError {
     ApiError::InvalidQuery(message.to_owned())
 }
 
-fn instant(raw: Option<&str>, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+pub(crate) fn instant(raw: Option<&str>, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
     raw.map(|raw| {
         DateTime::parse_from_rfc3339(raw)
             .map(|at| at.with_timezone(&Utc))

@@ -52,6 +52,7 @@ pub const DOCUMENT_PATH: &str = "/api/v1/openapi.json";
     ),
     tags(
         (name = "links", description = "Short links: create, show, edit, list, delete, disable."),
+        (name = "stats", description = "Click analytics: a link's or an account's clicks over a range."),
         (name = "accounts", description = "Accounts (admin)."),
         (name = "keys", description = "API keys (admin)."),
         (name = "operations", description = "Probes, metrics and this document: no key needed."),
@@ -182,6 +183,21 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         when: "`cursor` is not a `next_cursor` this API handed out",
     },
     ErrorCode {
+        code: "invalid_range",
+        status: 400,
+        when: "a stats range whose `from` is not before its `to`",
+    },
+    ErrorCode {
+        code: "too_many_buckets",
+        status: 400,
+        when: "a stats series would have more than 1,000 buckets: choose a coarser `granularity` or a shorter range",
+    },
+    ErrorCode {
+        code: "invalid_timezone",
+        status: 400,
+        when: "`tz` is not an IANA time zone name (such as `Europe/Berlin` or `UTC`)",
+    },
+    ErrorCode {
         code: "invalid_idempotency_key",
         status: 400,
         when: "`Idempotency-Key` is empty, longer than 255 characters, or not visible ASCII",
@@ -309,7 +325,7 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode {
         code: "search_too_broad",
         status: 422,
-        when: "a `q=` search or a count read the account's links for more than 2 s",
+        when: "a `q=` search, a count or an account's stats read the account's rows for more than 2 s",
     },
     ErrorCode {
         code: "invalid_redirect_status",
@@ -433,6 +449,8 @@ pub mod errors {
             "url_private_target", "url_blocked", "invalid_expires_at", "expires_at_in_past",
             "invalid_redirect_status", "invalid_expired_url", "invalid_max_visits",
         ];
+        /// 400 for a stats query's range, granularity or time zone.
+        BadStatsQuery = ["invalid_range", "too_many_buckets", "invalid_timezone"];
         /// 400 for a listing's `cursor`.
         BadCursor = ["invalid_cursor"];
         /// 422 when a search or a count runs out of its time.
@@ -848,6 +866,9 @@ mod tests {
             ApiError::InvalidScopes,
             ApiError::InvalidQuery(String::new()),
             ApiError::InvalidCursor,
+            ApiError::InvalidRange(String::new()),
+            ApiError::TooManyBuckets("hour"),
+            ApiError::InvalidTimezone,
             ApiError::InvalidRateLimit,
             ApiError::NoRoute,
             ApiError::MethodNotAllowed,

@@ -70,6 +70,9 @@ pub struct LinkView {
     pub max_visits: Option<i64>,
     /// Redirects counted so far; `null` for a link without a visit limit, which counts none.
     pub visits: Option<i64>,
+    /// Human clicks of all time (bots excluded), as `GET /api/v1/links/{code}/stats` counts
+    /// them by default; a few seconds behind the redirects.
+    pub clicks: i64,
 }
 
 /// Where a link stands, as listed and filtered.
@@ -109,6 +112,7 @@ impl State {
             disabled: link.disabled_at.is_some(),
             updated_at: link.updated_at.unwrap_or(link.created_at),
             visits: limited.then_some(link.visits),
+            clicks: link.clicks,
             redirect_status: link.behaviour.redirect_status,
             forward_query: link.behaviour.forward_query,
             expired_url: link.behaviour.expired_url,

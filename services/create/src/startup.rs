@@ -202,6 +202,8 @@ fn api() -> Scope<
         .service(routes::delete)
         .service(routes::disable)
         .service(routes::enable)
+        .service(crate::stats::link_stats)
+        .service(crate::stats::account_stats)
         .service(admin::create_account)
         .service(admin::list_accounts)
         .service(admin::disable_account)

@@ -11,6 +11,8 @@
 //! - [`postgres`]: the pool, migrations, the schema check and the SQL of the key pool.
 //! - [`links`]: the SQL of links and their idempotency keys.
 //! - [`listing`]: listing and counting an owner's links (keyset pagination), and edits.
+//! - [`stats`]: reading the click rollups: a link's or an owner's clicks over a range, per
+//!   bucket, with the top values of each dimension and the top links.
 //! - [`batch`]: group commit of link inserts.
 //! - [`bulk`]: many links in one transaction (bulk creates, imports) and the import records.
 //! - [`visits`]: visit limits, counted atomically in PostgreSQL (`PgRepository::count_visit`).
@@ -32,6 +34,7 @@ pub mod links;
 pub mod listing;
 pub mod model;
 pub mod postgres;
+pub mod stats;
 pub mod token;
 pub mod visits;
 

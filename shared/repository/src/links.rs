@@ -17,7 +17,7 @@ use crate::postgres::PgRepository;
 macro_rules! link_columns {
     () => {
         "code, target_url, created_at, updated_at, expires_at, owner_id, disabled_at, \
-         redirect_status, forward_query, expired_url, max_visits, visits"
+         redirect_status, forward_query, expired_url, max_visits, visits, clicks"
     };
 }
 pub(crate) use link_columns;
@@ -40,6 +40,7 @@ pub(crate) fn link_from_row(row: &Row) -> Link {
             max_visits: row.get("max_visits"),
         },
         visits: row.get("visits"),
+        clicks: row.get("clicks"),
     }
 }
 
@@ -148,7 +149,7 @@ const FIND_IDEMPOTENT: &str = "\
     SELECT k.request, k.account_id, \
            l.code, l.target_url, l.created_at, l.updated_at, l.expires_at, l.owner_id, \
            l.disabled_at, l.redirect_status, l.forward_query, l.expired_url, l.max_visits, \
-           l.visits \
+           l.visits, l.clicks \
     FROM idempotency_keys k LEFT JOIN links l ON l.code = k.code \
     WHERE k.key = $1";
 const DELETE_OLD_IDEMPOTENCY_KEYS: &str = "\
@@ -319,7 +320,11 @@ impl LinkRepository for PgRepository {
                 .execute(CLAIM_IDEMPOTENCY_KEY, &[&key, &request, &link.owner_id])
                 .await?;
             if claimed == 0 {
-                let row = tx.query_one(FIND_IDEMPOTENT, &[&key]).await?;
+                let row = tx
+                    .query_typed(FIND_IDEMPOTENT, &[(&key, Type::TEXT)])
+                    .await?
+                    .pop()
+                    .ok_or_else(|| RepoError::Unavailable("idempotency key vanished".into()))?;
                 let holder: Option<i64> = row.get("account_id");
                 if holder != link.owner_id {
                     return Ok(IdempotentCreate::HeldByOther);

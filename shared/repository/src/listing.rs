@@ -265,7 +265,7 @@ impl ListParams {
 }
 
 /// The text of a `json` value, as PostgreSQL sends it (the binary form of `json` is its text).
-struct JsonText(String);
+pub(crate) struct JsonText(pub(crate) String);
 
 impl<'a> FromSql<'a> for JsonText {
     fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
@@ -331,7 +331,7 @@ impl PgRepository {
     /// breaker does not count it, so one account's broad searches can never open the breaker
     /// for every other request of the instance. A transaction, because `SET LOCAL` is the
     /// only per-statement timeout that also works through a transaction-mode pooler.
-    async fn scan(
+    pub(crate) async fn scan(
         &self,
         statement: &str,
         params: &[(&(dyn ToSql + Sync), Type)],

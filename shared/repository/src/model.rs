@@ -21,6 +21,9 @@ pub struct Link {
     pub behaviour: Behaviour,
     /// Redirects counted so far; only links with [`Behaviour::max_visits`] count them.
     pub visits: i64,
+    /// Human clicks of all time (bots excluded), as the analytics worker applied them: a few
+    /// seconds behind the redirects, and counted for every link, limited or not.
+    pub clicks: i64,
 }
 
 impl Link {

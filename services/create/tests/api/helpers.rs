@@ -156,6 +156,17 @@ pub async fn post_link(client: &reqwest::Client, app: &RunningApp, body: &Value)
         .expect("create request")
 }
 
+/// `GET path?query` (the parameters URL-encoded, in order).
+pub async fn get(
+    client: &reqwest::Client,
+    app: &RunningApp,
+    path: &str,
+    query: &[(&str, &str)],
+) -> Response {
+    let url = url::Url::parse_with_params(&app.url(path), query).expect("a URL");
+    client.get(url).send().await.expect("GET request")
+}
+
 /// The `error.code` of a JSON error body.
 pub async fn error_code(response: Response) -> String {
     let body: Value = response.json().await.expect("a JSON error body");

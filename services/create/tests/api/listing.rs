@@ -14,23 +14,13 @@ use kurz_testkit::RunningApp;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Stack, UNLIMITED, error_code, post_link};
+use crate::helpers::{Stack, UNLIMITED, error_code, get, post_link};
 
 const LIST: &str = "/api/v1/links";
 const COUNT: &str = "/api/v1/links/count";
 
 /// Query string parameters, in order.
 type Query<'a> = Vec<(&'a str, &'a str)>;
-
-async fn get(
-    client: &reqwest::Client,
-    app: &RunningApp,
-    path: &str,
-    query: &[(&str, &str)],
-) -> reqwest::Response {
-    let url = url::Url::parse_with_params(&app.url(path), query).expect("a URL");
-    client.get(url).send().await.expect("list request")
-}
 
 async fn page(client: &reqwest::Client, app: &RunningApp, query: &[(&str, &str)]) -> LinkList {
     let response = get(client, app, LIST, query).await;

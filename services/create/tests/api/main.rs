@@ -18,4 +18,5 @@ mod metrics;
 mod openapi;
 mod ratelimit;
 mod resilience;
+mod stats;
 mod validation;
