@@ -6,16 +6,18 @@
 
 use std::collections::HashMap;
 
-use chrono::{Duration as TimeDelta, Utc};
+use chrono::{DateTime, Duration as TimeDelta, Utc};
 use deadpool_redis::redis;
+use kurz_redirect::Settings;
+use kurz_redirect::clicks::{Outcome, Shipper, Visitors};
 use kurz_repository::clicks::{
-    DEFAULT_STREAMS, MAX_REFERRER_BYTES, MAX_USER_AGENT_BYTES, stream_key,
+    ClickEvent, DEFAULT_STREAMS, MAX_REFERRER_BYTES, MAX_USER_AGENT_BYTES, stream_key,
 };
 use kurz_repository::{Behaviour, LinkRepository};
 use kurz_telemetry::metrics::names;
 use kurz_testkit::metrics::scrape;
 use kurz_testkit::{Fault, RunningApp, TestEnv, eventually};
-use redis::streams::StreamRangeReply;
+use redis::streams::{StreamId, StreamRangeReply};
 use reqwest::StatusCode;
 use reqwest::header::{LOCATION, REFERER, USER_AGENT};
 
@@ -27,19 +29,24 @@ type Entry = HashMap<String, String>;
 /// The loopback peer is a trusted proxy, so `X-Forwarded-For` says who the client is.
 const TRUST_LOOPBACK: (&str, &str) = ("KURZ_TRUSTED_PROXIES", "127.0.0.1/32");
 
-/// Every entry of every click stream (the default shard count).
-async fn entries(env: &TestEnv) -> Vec<Entry> {
+/// The entries of stream `shard`, oldest first.
+async fn stream(env: &TestEnv, shard: u16) -> Vec<StreamId> {
     let mut conn = env.redis_conn().await;
+    let reply: StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream_key(shard))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .expect("XRANGE");
+    reply.ids
+}
+
+/// Every entry of every click stream (the default shard count), as text fields.
+async fn entries(env: &TestEnv) -> Vec<Entry> {
     let mut all = Vec::new();
     for shard in 0..DEFAULT_STREAMS {
-        let reply: StreamRangeReply = redis::cmd("XRANGE")
-            .arg(stream_key(shard))
-            .arg("-")
-            .arg("+")
-            .query_async(&mut conn)
-            .await
-            .expect("XRANGE");
-        for entry in reply.ids {
+        for entry in stream(env, shard).await {
             let fields = entry
                 .map
                 .keys()
@@ -365,4 +372,124 @@ async fn with_redis_down_redirects_work_clicks_queue_then_drop_and_capture_resum
     );
     assert!(end.sum(names::CLICK_EVENTS_SHIPPED, &[]) >= landed as f64);
     end.assert_has_all(&[names::CLICK_BATCH_DURATION]);
+}
+
+/// A shipper on this env's Redis, as the service builds it, with extra `KURZ_*` variables.
+fn shipper(env: &TestEnv, extra: &[(&str, &str)]) -> Shipper {
+    let mut source = env.source();
+    for (k, v) in extra {
+        source = source.with(k, *v);
+    }
+    let settings = Settings::from_source(&source).expect("valid settings");
+    let secret = "a visitor secret of thirty-two bytes or more".to_owned();
+    Shipper::new(
+        &settings.redis,
+        &settings.clicks,
+        Visitors::new(secret.into()),
+    )
+    .expect("a shipper")
+}
+
+fn event(i: usize) -> ClickEvent {
+    ClickEvent {
+        code: format!("code{i}"),
+        at: DateTime::from_timestamp_millis(1_764_600_000_000 + i as i64).expect("valid"),
+        referrer: Some("https://news.example/".to_owned()),
+        user_agent: Some(BROWSER.to_owned()),
+        ip_prefix: Some("198.51.100.0".parse().expect("valid")),
+        visitor: Some([7; 16]),
+    }
+}
+
+async fn stream_len(env: &TestEnv, shard: u16) -> usize {
+    let mut conn = env.redis_conn().await;
+    redis::cmd("XLEN")
+        .arg(stream_key(shard))
+        .query_async(&mut conn)
+        .await
+        .expect("XLEN")
+}
+
+#[tokio::test]
+async fn batches_go_round_robin_over_the_streams_in_the_shared_format() {
+    let env = TestEnv::start().await;
+    let mut shipper = shipper(&env, &[("KURZ_CLICK_STREAMS", "2")]);
+    let events: Vec<ClickEvent> = (0..3).map(event).collect();
+
+    let first = shipper.ship(&events).await;
+    let second = shipper.ship(&events[..1]).await;
+    let third = shipper.ship(&events[1..]).await;
+
+    assert!(matches!(first, Outcome::Shipped(3)), "{first:?}");
+    assert!(matches!(second, Outcome::Shipped(1)), "{second:?}");
+    assert!(matches!(third, Outcome::Shipped(2)), "{third:?}");
+    assert_eq!(
+        (stream_len(&env, 0).await, stream_len(&env, 1).await),
+        (5, 1)
+    );
+    let decoded: Vec<ClickEvent> = stream(&env, 0)
+        .await
+        .iter()
+        .map(|entry| {
+            let fields: Vec<(String, Vec<u8>)> = entry
+                .map
+                .keys()
+                .map(|k| (k.clone(), entry.get(k).expect("bytes")))
+                .collect();
+            ClickEvent::from_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                .expect("an event")
+        })
+        .collect();
+    let expected: Vec<ClickEvent> = events.iter().chain(&events[1..]).cloned().collect();
+    assert_eq!(
+        decoded, expected,
+        "in order, as encoded by the shared format"
+    );
+}
+
+#[tokio::test]
+async fn each_stream_is_trimmed_to_about_its_maxlen() {
+    let env = TestEnv::start().await;
+    let mut shipper = shipper(
+        &env,
+        &[
+            ("KURZ_CLICK_STREAMS", "1"),
+            ("KURZ_CLICK_STREAM_MAXLEN", "1000"),
+        ],
+    );
+    let events: Vec<ClickEvent> = (0..1_000).map(event).collect();
+
+    for _ in 0..3 {
+        let outcome = shipper.ship(&events).await;
+        assert!(matches!(outcome, Outcome::Shipped(1_000)), "{outcome:?}");
+    }
+
+    // `MAXLEN ~` trims whole nodes only (100 entries each by default), never below the bound.
+    let len = stream_len(&env, 0).await;
+    assert!((1_000..1_200).contains(&len), "{len} entries");
+}
+
+#[tokio::test]
+async fn a_batch_redis_cannot_be_reached_for_is_not_sent_and_one_it_refuses_is_rejected() {
+    let env = TestEnv::start().await;
+    let mut shipper = shipper(&env, &[("KURZ_CLICK_STREAMS", "1")]);
+    let events: Vec<ClickEvent> = (0..2).map(event).collect();
+    let mut conn = env.redis_conn().await;
+    // A key of the wrong type: every XADD to it fails inside the transaction.
+    let () = redis::cmd("SET")
+        .arg(stream_key(0))
+        .arg("not a stream")
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+
+    let refused = shipper.ship(&events).await;
+    env.redis.stop().await;
+    let unreachable = shipper.ship(&events).await;
+
+    assert!(matches!(refused, Outcome::Rejected(_)), "{refused:?}");
+    assert!(
+        matches!(unreachable, Outcome::NotSent(_)),
+        "{unreachable:?}"
+    );
 }
