@@ -493,3 +493,20 @@ async fn a_batch_redis_cannot_be_reached_for_is_not_sent_and_one_it_refuses_is_r
         "{unreachable:?}"
     );
 }
+
+#[tokio::test]
+async fn a_stop_with_redis_down_gives_up_on_the_queue_instead_of_hanging() {
+    let env = TestEnv::start().await;
+    insert(&env, "stopping", "https://example.com/s", None).await;
+    let proxy = env.redis_proxy().await;
+    let via_proxy = env.redis_url_via(&proxy);
+    let app = spawn_redirect(&env, &[("KURZ_REDIS_URL", via_proxy.as_str())]).await;
+    proxy.set(Fault::Reset);
+    let response = browser().get(app.url("/stopping")).send().await;
+    assert_eq!(response.expect("GET").status(), StatusCode::FOUND);
+
+    // The flush is bounded (2 s); the outer bound only turns a hang into a failure.
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(30), app.stop()).await;
+
+    stopped.expect("the stop returns").expect("clean stop");
+}
