@@ -120,6 +120,7 @@ fn redirect_hit(c: &mut Criterion) {
             caching: CacheControl::new(Duration::from_secs(300)),
             scan,
             visits: VisitGate::new(),
+            clicks: None,
         })
     });
     // The requests are built once: what is measured is the handler, not the test helper.

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use kurz_repository::{LinkCache, LinkRepository, PgRepository, RedisCache, Visit};
 
 use crate::behaviour::{CacheControl, LinkBehaviour, no_store};
+use crate::clicks::Capture;
 use crate::error::RedirectError;
 use crate::pages::Page;
 use crate::query::{Merge, merge};
@@ -27,6 +28,18 @@ pub struct State {
     pub caching: CacheControl,
     pub scan: ScanGuard,
     pub visits: VisitGate,
+    /// Click capture; `None` with `KURZ_CLICK_CAPTURE=off`.
+    pub clicks: Option<Capture>,
+}
+
+impl State {
+    /// Records a click on `code` (see `clicks`): for every `GET` answered with a redirect or
+    /// an expired link's answer, never for a `HEAD`. Never waits.
+    fn click(&self, request: &HttpRequest, code: &str, now: DateTime<Utc>) {
+        if let Some(clicks) = &self.clicks {
+            clicks.click(request, code, now);
+        }
+    }
 }
 
 /// 200 when PostgreSQL answers, `degraded` without Redis, 503 without PostgreSQL.
@@ -44,6 +57,9 @@ pub async fn metrics(state: web::Data<State>) -> HttpResponse {
     kurz_http::metrics(|| {
         state.resolver.repository().record_gauges();
         state.resolver.cache().record_gauges();
+        if let Some(clicks) = &state.clicks {
+            clicks.record_gauges();
+        }
     })
 }
 
@@ -70,11 +86,14 @@ pub async fn redirect(
             location,
             expires_at,
             behaviour: None,
-        } => found(
-            state.status,
-            location,
-            state.caching.for_redirect(state.status, expires_at, now),
-        ),
+        } => {
+            state.click(&request, code, now);
+            found(
+                state.status,
+                location,
+                state.caching.for_redirect(state.status, expires_at, now),
+            )
+        }
         // Boxed: its state machine (a PostgreSQL call for limited links) would otherwise
         // be part of every request's future, copied around on hits that never run it.
         Resolution::Found {
@@ -91,7 +110,10 @@ pub async fn redirect(
             };
             Box::pin(own.respond(&request, &state)).await?
         }
-        Resolution::Expired { expired_url } => expired(&request, expired_url),
+        Resolution::Expired { expired_url } => {
+            state.click(&request, code, now);
+            expired(&request, expired_url)
+        }
         Resolution::Disabled => Page::Disabled.respond(&request),
         Resolution::Missing => match state.scan.missed(&request, code).await {
             Some(retry) => too_many_requests(&request, retry),
@@ -129,13 +151,18 @@ impl OwnBehaviour<'_> {
             self.location
         };
         if !behaviour.limited {
+            state.click(request, self.code, self.now);
             let cache_control = state
                 .caching
                 .for_redirect(status, self.expires_at, self.now);
             return Ok(found(status, location, cache_control));
         }
         let repo = state.resolver.repository();
-        Ok(match state.visits.check(repo, self.code, request).await? {
+        let visit = state.visits.check(repo, self.code, request).await?;
+        if matches!(visit, Visit::Granted | Visit::Unlimited | Visit::UsedUp) {
+            state.click(request, self.code, self.now);
+        }
+        Ok(match visit {
             // Never stored, whatever the status: a redirect a browser replays from its cache
             // is a visit we never count, and one it keeps replaying after the last visit.
             Visit::Granted | Visit::Unlimited => found(status, location, no_store()),

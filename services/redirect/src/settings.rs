@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use kurz_repository::cache::CacheTtl;
+use kurz_repository::clicks::{DEFAULT_STREAMS, MAX_STREAMS};
 use kurz_settings::{
     DatabaseSettings, HttpSettings, RedisSettings, SettingsError, Source, TelemetrySettings,
     in_range, positive_millis, positive_secs,
 };
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The local stack serves redirects here.
@@ -22,6 +24,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub telemetry: TelemetrySettings,
     pub redirect: RedirectSettings,
+    pub clicks: ClickSettings,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +69,36 @@ impl RedirectSettings {
     }
 }
 
+/// Click capture (see `crate::clicks`).
+#[derive(Debug, Clone)]
+pub struct ClickSettings {
+    /// `KURZ_CLICK_CAPTURE`: `on` (default) or `off`. Off builds no queue and no shipper, so
+    /// a redirect costs what it did before click analytics (the bench compares the two).
+    pub capture: bool,
+    /// `KURZ_CLICK_QUEUE_CAPACITY`: clicks held in memory on their way to Redis (default
+    /// 65,536, 1 to 10,000,000; at most about 1.1 KB each). Past it, clicks are dropped and
+    /// counted (`kurz_click_events_dropped_total{reason="queue_full"}`), never waited for.
+    pub queue_capacity: usize,
+    /// `KURZ_CLICK_BATCH`: the most clicks sent to Redis in one transaction (default 512, 1
+    /// to 10,000).
+    pub batch: usize,
+    /// `KURZ_CLICK_STREAMS`: the streams clicks are spread over, round-robin by batch
+    /// (default 8, 1 to 256). The analytics worker reads the same variable; both must agree.
+    pub streams: u16,
+    /// `KURZ_CLICK_STREAM_MAXLEN`: entries each stream keeps, trimmed approximately by Redis
+    /// (`XADD MAXLEN ~`; default 1,000,000, 1,000 to 1,000,000,000). Bounds Redis memory when
+    /// the analytics worker is down: older clicks are lost, not Redis.
+    pub stream_maxlen: usize,
+    /// `KURZ_VISITOR_HASH_SECRET`: the secret the daily visitor-hash keys derive from, at least
+    /// 32 bytes, the same on every instance. Unset: each process draws its own at start and
+    /// warns, and a visitor seen by two instances counts as two unique visitors.
+    pub visitor_secret: Option<SecretString>,
+}
+
+/// Shortest accepted `KURZ_VISITOR_HASH_SECRET`: 32 bytes, so the key cannot be guessed from
+/// the hashes (an attacker who knows an IP and User-Agent could test guesses offline).
+pub const MIN_VISITOR_SECRET_BYTES: usize = 32;
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct Vars {
@@ -77,6 +110,12 @@ struct Vars {
     local_cache_capacity: Option<u64>,
     scan_budget: Option<u32>,
     scan_window_secs: Option<u64>,
+    click_capture: Option<String>,
+    click_queue_capacity: Option<usize>,
+    click_batch: Option<usize>,
+    click_streams: Option<u16>,
+    click_stream_maxlen: Option<usize>,
+    visitor_hash_secret: Option<SecretString>,
 }
 
 impl Settings {
@@ -94,6 +133,12 @@ impl Settings {
     /// | `KURZ_LOCAL_CACHE_CAPACITY` | 100,000 | answers |
     /// | `KURZ_SCAN_BUDGET` | 100 | unknown codes per window, 0 (off) to 1,000,000 |
     /// | `KURZ_SCAN_WINDOW_SECS` | 60 | seconds, 1 to 86,400 |
+    /// | `KURZ_CLICK_CAPTURE` | `on` | `on` or `off` |
+    /// | `KURZ_CLICK_QUEUE_CAPACITY` | 65,536 | clicks, 1 to 10,000,000 |
+    /// | `KURZ_CLICK_BATCH` | 512 | clicks per Redis transaction, 1 to 10,000 |
+    /// | `KURZ_CLICK_STREAMS` | 8 | streams, 1 to 256 (the analytics worker's must match) |
+    /// | `KURZ_CLICK_STREAM_MAXLEN` | 1,000,000 | entries per stream (approximate), 1,000 to 1,000,000,000 |
+    /// | `KURZ_VISITOR_HASH_SECRET` | a random one per process, with a warning | secret, at least 32 bytes |
     pub fn from_source(source: &Source) -> Result<Self, SettingsError> {
         let vars: Vars = source.extract()?;
         let status = match vars.redirect_status.unwrap_or(302) {
@@ -105,7 +150,9 @@ impl Settings {
                 ));
             }
         };
+        let clicks = ClickSettings::from_vars(&vars)?;
         Ok(Self {
+            clicks,
             database: DatabaseSettings::from_source(source)?,
             redis: RedisSettings::from_source(source)?,
             http: HttpSettings::from_source(source, DEFAULT_LISTEN)?,
@@ -141,6 +188,56 @@ impl Settings {
                     1..=86_400,
                 )?),
             },
+        })
+    }
+}
+
+impl ClickSettings {
+    fn from_vars(vars: &Vars) -> Result<Self, SettingsError> {
+        let capture = match vars.click_capture.as_deref().map(str::trim) {
+            None => true,
+            Some(on) if on.eq_ignore_ascii_case("on") => true,
+            Some(off) if off.eq_ignore_ascii_case("off") => false,
+            Some(other) => {
+                return Err(SettingsError::invalid(
+                    "KURZ_CLICK_CAPTURE",
+                    format!("`{other}` is not on or off"),
+                ));
+            }
+        };
+        let visitor_secret = vars.visitor_hash_secret.clone();
+        if let Some(secret) = &visitor_secret
+            && secret.expose_secret().len() < MIN_VISITOR_SECRET_BYTES
+        {
+            // The value itself stays out of the message.
+            return Err(SettingsError::invalid(
+                "KURZ_VISITOR_HASH_SECRET",
+                format!("must be at least {MIN_VISITOR_SECRET_BYTES} bytes"),
+            ));
+        }
+        Ok(Self {
+            capture,
+            queue_capacity: in_range(
+                "KURZ_CLICK_QUEUE_CAPACITY",
+                vars.click_queue_capacity.unwrap_or(65_536),
+                1..=10_000_000,
+            )?,
+            batch: in_range(
+                "KURZ_CLICK_BATCH",
+                vars.click_batch.unwrap_or(512),
+                1..=10_000,
+            )?,
+            streams: in_range(
+                "KURZ_CLICK_STREAMS",
+                vars.click_streams.unwrap_or(DEFAULT_STREAMS),
+                1..=MAX_STREAMS,
+            )?,
+            stream_maxlen: in_range(
+                "KURZ_CLICK_STREAM_MAXLEN",
+                vars.click_stream_maxlen.unwrap_or(1_000_000),
+                1_000..=1_000_000_000,
+            )?,
+            visitor_secret,
         })
     }
 }
@@ -200,5 +297,78 @@ mod tests {
         let err = Settings::from_source(&Source::from_vars([("KURZ_REDIRECT_STATUS", "200")]))
             .expect_err("must fail");
         assert!(err.to_string().contains("KURZ_REDIRECT_STATUS"), "{err}");
+    }
+
+    #[test]
+    fn clicks_are_captured_by_default_in_batches_of_512_over_8_streams() {
+        let s = Settings::from_source(&Source::default()).expect("valid");
+        let clicks = s.clicks;
+        assert!(clicks.capture);
+        assert_eq!(clicks.queue_capacity, 65_536);
+        assert_eq!(clicks.batch, 512);
+        assert_eq!(clicks.streams, DEFAULT_STREAMS);
+        assert_eq!(clicks.stream_maxlen, 1_000_000);
+        assert!(clicks.visitor_secret.is_none());
+    }
+
+    #[test]
+    fn click_capture_is_on_or_off_and_nothing_else() {
+        let read = |v| Settings::from_source(&Source::from_vars([("KURZ_CLICK_CAPTURE", v)]));
+        assert!(!read("off").expect("valid").clicks.capture);
+        assert!(read("ON").expect("valid").clicks.capture);
+        let err = read("no").expect_err("must fail");
+        assert!(err.to_string().contains("KURZ_CLICK_CAPTURE"), "{err}");
+    }
+
+    #[test]
+    fn click_sizes_outside_their_ranges_stop_the_service() {
+        for (var, value) in [
+            ("KURZ_CLICK_QUEUE_CAPACITY", "0"),
+            ("KURZ_CLICK_QUEUE_CAPACITY", "10000001"),
+            ("KURZ_CLICK_BATCH", "0"),
+            ("KURZ_CLICK_BATCH", "10001"),
+            ("KURZ_CLICK_STREAMS", "0"),
+            ("KURZ_CLICK_STREAMS", "257"),
+            ("KURZ_CLICK_STREAM_MAXLEN", "999"),
+            ("KURZ_CLICK_STREAM_MAXLEN", "1000000001"),
+        ] {
+            let err =
+                Settings::from_source(&Source::from_vars([(var, value)])).expect_err("must fail");
+            assert!(err.to_string().contains(var), "{var}={value}: {err}");
+        }
+        let edges = Settings::from_source(&Source::from_vars([
+            ("KURZ_CLICK_QUEUE_CAPACITY", "1"),
+            ("KURZ_CLICK_BATCH", "10000"),
+            ("KURZ_CLICK_STREAMS", "256"),
+            ("KURZ_CLICK_STREAM_MAXLEN", "1000"),
+        ]))
+        .expect("the range ends are valid");
+        assert_eq!(edges.clicks.queue_capacity, 1);
+        assert_eq!(edges.clicks.batch, 10_000);
+        assert_eq!(edges.clicks.streams, MAX_STREAMS);
+        assert_eq!(edges.clicks.stream_maxlen, 1_000);
+    }
+
+    #[test]
+    fn a_visitor_secret_shorter_than_32_bytes_is_refused_without_showing_it() {
+        let short = "s3cret-but-only-31-bytes-long!!";
+        assert_eq!(short.len(), 31);
+        let err = Settings::from_source(&Source::from_vars([("KURZ_VISITOR_HASH_SECRET", short)]))
+            .expect_err("must fail");
+        let message = err.to_string();
+        assert!(message.contains("KURZ_VISITOR_HASH_SECRET"), "{message}");
+        assert!(!message.contains(short), "{message}");
+        let long = format!("{short}!");
+        let s = Settings::from_source(&Source::from_vars([(
+            "KURZ_VISITOR_HASH_SECRET",
+            long.as_str(),
+        )]))
+        .expect("32 bytes are enough");
+        assert!(
+            !format!("{:?}", s.clicks).contains(short),
+            "Debug hides the secret"
+        );
+        let secret = s.clicks.visitor_secret.expect("kept");
+        assert_eq!(secret.expose_secret(), long);
     }
 }

@@ -11,6 +11,7 @@ use kurz_ratelimit::Store;
 use kurz_repository::{PgRepository, RedisCache};
 
 use crate::behaviour::CacheControl;
+use crate::clicks::{self, Shipping};
 use crate::resolve::Resolver;
 use crate::routes::{self, State};
 use crate::scan::ScanGuard;
@@ -24,6 +25,8 @@ pub struct Application {
     server: Server,
     /// The invalidation subscriber; stopped with the server.
     invalidations: tokio::task::JoinHandle<()>,
+    /// The click shipper; flushed after the server has drained.
+    clicks: Option<Shipping>,
 }
 
 impl Application {
@@ -59,12 +62,19 @@ impl Application {
                 async move { resolver.invalidate(event).await }
             })
         };
+        let (capture, clicks) = clicks::start(
+            &settings.clicks,
+            &settings.redis,
+            settings.http.trusted_proxies.clone(),
+        )?
+        .unzip();
         let state = web::Data::new(State {
             resolver,
             status: settings.redirect.status,
             caching: CacheControl::new(settings.redirect.permanent_max_age),
             scan,
             visits: VisitGate::new(),
+            clicks: capture,
         });
         let listener = TcpListener::bind(settings.http.listen)
             .with_context(|| format!("binding {}", settings.http.listen))?;
@@ -93,6 +103,7 @@ impl Application {
             port,
             server,
             invalidations,
+            clicks,
         })
     }
 
@@ -100,13 +111,17 @@ impl Application {
         self.port
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests and returns.
+    /// Serves until `shutdown` resolves, then drains in-flight requests, sends the queued
+    /// clicks to Redis (for at most `clicks::FLUSH_BOUND`) and returns.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let served = kurz_http::run_until_stopped(self.server, shutdown).await;
         self.invalidations.abort();
+        if let Some(clicks) = self.clicks {
+            clicks.flush().await;
+        }
         served
     }
 }

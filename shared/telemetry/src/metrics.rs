@@ -64,6 +64,15 @@ pub mod names {
     pub const RATELIMIT_FALLBACK: &str = "kurz_ratelimit_fallback";
     /// Counter; label `limit`: decisions made in-process instead of in Redis.
     pub const RATELIMIT_FALLBACK_DECISIONS: &str = "kurz_ratelimit_fallback_decisions_total";
+    /// Gauge: clicks in this redirect instance's queue, not yet sent to Redis.
+    pub const CLICK_QUEUE_DEPTH: &str = "kurz_click_queue_depth";
+    /// Counter; label `reason` (`queue_full`, `unconfirmed`, `rejected`): clicks the redirect
+    /// service dropped instead of sending to Redis.
+    pub const CLICK_EVENTS_DROPPED: &str = "kurz_click_events_dropped_total";
+    /// Counter: clicks the redirect service sent to a Redis stream.
+    pub const CLICK_EVENTS_SHIPPED: &str = "kurz_click_events_shipped_total";
+    /// Histogram (seconds): sending one batch of clicks to Redis, for batches that arrived.
+    pub const CLICK_BATCH_DURATION: &str = "kurz_click_batch_duration_seconds";
 }
 
 /// What kind of series a metric is.
@@ -212,6 +221,30 @@ pub const ALL: &[(&str, Kind, Option<Unit>, &str)] = {
             Counter,
             None,
             "Rate-limit decisions made in-process instead of in Redis, by limit.",
+        ),
+        (
+            CLICK_QUEUE_DEPTH,
+            Gauge,
+            None,
+            "Clicks queued in this redirect instance, not yet sent to Redis.",
+        ),
+        (
+            CLICK_EVENTS_DROPPED,
+            Counter,
+            None,
+            "Clicks dropped instead of sent to Redis, by reason (queue_full, unconfirmed, rejected).",
+        ),
+        (
+            CLICK_EVENTS_SHIPPED,
+            Counter,
+            None,
+            "Clicks sent to the Redis click streams.",
+        ),
+        (
+            CLICK_BATCH_DURATION,
+            Histogram,
+            Some(Unit::Seconds),
+            "Time to send one batch of clicks to Redis (batches that arrived).",
         ),
     ]
 };

@@ -37,6 +37,9 @@ async fn metrics_name_every_redirect_series_and_counters_move_with_traffic() {
         names::DB_POOL_WAIT,
         names::REDIS_POOL_CONNECTIONS,
         names::REDIS_POOL_WAITING,
+        names::CLICK_QUEUE_DEPTH,
+        names::CLICK_EVENTS_SHIPPED,
+        names::CLICK_EVENTS_DROPPED,
     ]);
     let redirects = [("route", "/{code}"), ("status", "302")];
     assert_eq!(
