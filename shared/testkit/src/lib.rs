@@ -7,10 +7,12 @@
 //! - [`process`]: starting, signalling and reaping server processes; free ports.
 //! - [`otlp`]: [`OtlpSink`], an in-process OTLP/gRPC receiver that keeps exported spans.
 //! - [`metrics`]: reading a Prometheus exposition in assertions.
+//! - [`geoip`]: [`CountryDb`], a small MaxMind DB (mmdb) country database written for a test.
 //! - [`TestEnv`]: both servers plus a per-test database copied from a migrated template, and
 //!   the `KURZ_*` variables that point a service at them.
 
 pub mod app;
+pub mod geoip;
 pub mod metrics;
 pub mod otlp;
 pub mod postgres;
@@ -23,6 +25,7 @@ use std::sync::Once;
 use kurz_settings::Source;
 
 pub use crate::app::{RunningApp, Shutdown};
+pub use crate::geoip::CountryDb;
 pub use crate::otlp::{ExportedSpan, OtlpSink};
 pub use crate::postgres::{PostgresServer, ShutdownMode};
 pub use crate::proxy::{Fault, FaultProxy};
