@@ -11,6 +11,7 @@ use kurz_testkit::TestEnv;
 
 mod exactly_once;
 mod faults;
+mod geoip;
 mod rollups;
 
 /// Shards in tests: two are enough to show that each has its own ranges and groups.
