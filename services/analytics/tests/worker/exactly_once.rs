@@ -164,3 +164,73 @@ async fn consumers(env: &TestEnv) -> Vec<String> {
         .map(|r| r.consumers.into_iter().map(|c| c.name).collect())
         .unwrap_or_default()
 }
+
+#[tokio::test]
+async fn an_applied_entry_trimmed_while_pending_is_still_only_acknowledged() {
+    let env = TestEnv::start().await;
+    let id = link(&env, "promo", None).await;
+    add(&env, 0, &click("promo")).await;
+    let mut before_restart = worker(&env, "pod-0").await;
+    before_restart
+        .process_once_without_ack()
+        .await
+        .expect("a step");
+    drop(before_restart);
+    // MAXLEN trims the entry; the group still lists it as pending, without its fields.
+    let mut conn = env.redis_conn().await;
+    let _: usize = deadpool_redis::redis::cmd("XTRIM")
+        .arg(kurz_repository::clicks::stream_key(0))
+        .arg("MAXLEN")
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .expect("XTRIM");
+
+    let mut after_restart = worker(&env, "pod-0").await;
+    let outcome = drain(&mut after_restart).await;
+
+    assert_eq!((outcome.duplicate, outcome.invalid), (1, 0));
+    assert_eq!(clicks(&env, id).await, 1);
+    assert_eq!(pending_everywhere(&env).await, 0);
+}
+
+#[tokio::test]
+async fn workers_that_keep_claiming_each_others_entries_still_count_each_click_once() {
+    let env = TestEnv::start().await;
+    let ids = [link(&env, "one", None).await, link(&env, "two", None).await];
+    for i in 0..300 {
+        let code = if i % 3 == 0 { "one" } else { "two" };
+        add(&env, (i % usize::from(SHARDS)) as u16, &click(code)).await;
+    }
+    // Small batches and no idle time: each one claims what the other holds in flight.
+    let grabby = |consumer| {
+        source(&env, consumer)
+            .with("KURZ_ANALYTICS_CLAIM_IDLE_MS", "1")
+            .with("KURZ_ANALYTICS_BATCH", "7")
+    };
+    let mut a = worker_from(grabby("a")).await;
+    let mut b = worker_from(grabby("b")).await;
+
+    tokio::join!(busy(&mut a), busy(&mut b));
+    drain(&mut claimer(&env, "sweeper").await).await;
+
+    assert_eq!(clicks(&env, ids[0]).await, 100);
+    assert_eq!(clicks(&env, ids[1]).await, 200);
+    let counted: i64 = query_one(&env, "SELECT sum(humans)::int8 FROM click_hourly", &[]).await;
+    assert_eq!(counted, 300);
+    assert_eq!(pending_everywhere(&env).await, 0);
+}
+
+/// Steps until a step finds nothing; a step that loses a race (an overlap thrice, a
+/// deadlock) is simply taken again, as the worker's loop does.
+async fn busy(worker: &mut Worker) {
+    for _ in 0..500 {
+        if let Ok(step) = worker.process_once().await
+            && step.read == 0
+            && step.came_back == 0
+        {
+            return;
+        }
+    }
+    panic!("the streams never drained");
+}

@@ -74,3 +74,24 @@ async fn the_metrics_endpoint_shows_outcomes_commits_lag_and_pending() {
     assert!(metrics.sum(names::ANALYTICS_EVENTS, &[("outcome", "applied")]) >= 1.0);
     assert!(metrics.sum(names::ANALYTICS_EVENTS, &[("outcome", "unknown_link")]) >= 1.0);
 }
+
+#[tokio::test]
+async fn while_redis_is_down_reads_fail_and_resume_when_it_is_back() {
+    let env = TestEnv::start().await;
+    let id = link(&env, "promo", None).await;
+    let proxy = env.redis_proxy().await;
+    let mut worker =
+        worker_from(source(&env, "w1").with("KURZ_REDIS_URL", env.redis_url_via(&proxy))).await;
+    add(&env, 0, &click("promo")).await;
+    proxy.set(Fault::Reset);
+
+    let failed = worker.process_once().await.expect_err("Redis is down");
+    assert_eq!(failed.stage(), "read");
+    add(&env, 1, &click("promo")).await;
+    proxy.restore();
+    until_committed(&mut worker).await;
+    drain(&mut worker).await;
+
+    assert_eq!(clicks(&env, id).await, 2);
+    assert_eq!(pending_everywhere(&env).await, 0);
+}
