@@ -9,12 +9,12 @@ use crate::*;
 
 const NETWORKS: &[(&str, &str)] = &[("203.0.113.0/24", "DE"), ("2001:db8::/32", "JP")];
 
-/// Clicks from Germany, Japan and an address the database does not know.
-async fn clicks_from_three_places(env: &TestEnv) {
+/// Clicks on `code` from Germany, Japan and an address the database does not know.
+async fn clicks_from_three_places(env: &TestEnv, code: &str) {
     for ip in ["203.0.113.0", "2001:db8:abcd::", "198.51.100.0"] {
         let event = ClickEvent {
             ip_prefix: Some(ip.parse().expect("an address")),
-            ..click("promo")
+            ..click(code)
         };
         add(env, 0, &event).await;
     }
@@ -22,13 +22,18 @@ async fn clicks_from_three_places(env: &TestEnv) {
 
 #[tokio::test]
 async fn countries_come_from_the_database_in_either_layout() {
-    for layout in [Layout::GeoIp2, Layout::CountryCode] {
-        let env = TestEnv::start().await;
-        let id = link(&env, "promo", None).await;
+    let env = TestEnv::start().await;
+    for (n, layout) in [Layout::GeoIp2, Layout::CountryCode]
+        .into_iter()
+        .enumerate()
+    {
+        let code = format!("promo{n}");
+        let id = link(&env, &code, None).await;
         let db = CountryDb::with_layout(layout, NETWORKS);
-        let source = source(&env, "w1").with("KURZ_GEOIP_DB", db.path().display().to_string());
+        let source =
+            source(&env, &format!("w{n}")).with("KURZ_GEOIP_DB", db.path().display().to_string());
         let mut worker = worker_from(source).await;
-        clicks_from_three_places(&env).await;
+        clicks_from_three_places(&env, &code).await;
 
         drain(&mut worker).await;
 
@@ -45,7 +50,7 @@ async fn without_a_database_every_country_is_unknown() {
     let env = TestEnv::start().await;
     let id = link(&env, "promo", None).await;
     let mut worker = worker(&env, "w1").await;
-    clicks_from_three_places(&env).await;
+    clicks_from_three_places(&env, "promo").await;
 
     drain(&mut worker).await;
 
