@@ -6,6 +6,8 @@
 //!   caller's trace (W3C `traceparent` or B3).
 //! - [`request_metrics`] and [`metrics`]: request counts and latencies, and `/metrics`.
 //! - [`run_until_stopped`]: serve until a shutdown future resolves, then drain.
+//! - [`worker_server`] and [`run_worker_until_stopped`]: a background worker's `/healthz` and
+//!   `/metrics`, and its loop run beside them.
 //! - [`client_ip`]: the client's address behind trusted proxies (`X-Forwarded-For`,
 //!   `Forwarded`), and the subject per-IP rate limits count under.
 
@@ -15,6 +17,8 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::TcpListener;
+use std::pin::Pin;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -22,7 +26,7 @@ use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{CACHE_CONTROL, HeaderMap};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpResponse, Route, guard, web};
+use actix_web::{App, Error, HttpResponse, HttpServer, Route, guard, web};
 use kurz_telemetry::metrics::names;
 use opentelemetry::propagation::Extractor;
 use opentelemetry::trace::TraceContextExt as _;
@@ -238,4 +242,59 @@ pub async fn run_until_stopped(
             result
         }
     }
+}
+
+/// The HTTP side of a background worker: `/healthz`, and `/metrics` answered by `metrics`
+/// (which samples its gauges, then calls [`metrics`]), on `listener`. One actix worker: it
+/// serves scrapes and probes only, and the worker's batches keep the CPU.
+pub fn worker_server<F, Fut>(listener: TcpListener, metrics: F) -> std::io::Result<Server>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = HttpResponse> + 'static,
+{
+    let server = HttpServer::new(move || {
+        App::new()
+            .route("/healthz", get_or_head().to(healthz))
+            .route("/metrics", web::get().to(metrics.clone()))
+    })
+    .workers(1)
+    .listen(listener)?
+    .disable_signals()
+    .shutdown_timeout(5)
+    .run();
+    Ok(server)
+}
+
+/// A future that resolves when a worker's loop is asked to stop.
+pub type StopSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs a worker's loop, `run_worker(stop)`, beside its [`worker_server`] until `shutdown`
+/// resolves; then the loop finishes the step in progress (it watches `stop`) and the server
+/// drains. Returns the server's result once both are done.
+pub async fn run_worker_until_stopped<F, Fut>(
+    run_worker: F,
+    server: Server,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    F: FnOnce(StopSignal) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| -> StopSignal {
+        Box::pin(async move {
+            // An error means the sender is gone, which is a stop too.
+            let _ = rx.wait_for(|stop| *stop).await;
+        })
+    };
+    let trigger = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let ((), (), served) = tokio::join!(
+        trigger,
+        run_worker(wait(stopped.clone())),
+        run_until_stopped(server, wait(stopped)),
+    );
+    served
 }

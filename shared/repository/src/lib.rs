@@ -5,6 +5,7 @@
 //! - [`token`]: the API key format: minting, checksum, digest, display hint.
 //! - [`clicks`]: click events and their encoding as Redis stream entries (redirect to
 //!   analytics).
+//! - [`analytics`]: the rollups the analytics worker writes from them, exactly once.
 //! - [`codes`]: the code alphabet, code checks and random key generation.
 //! - [`error`]: `RepoError` (PostgreSQL) and `CacheError` (Redis); neither knows HTTP.
 //! - [`invalidation`]: cross-instance invalidation of in-process caches over Redis pub/sub.
@@ -22,6 +23,7 @@
 //!   a metrics layer) or another backend can stand in without touching a handler.
 
 pub mod accounts;
+pub mod analytics;
 pub mod batch;
 pub mod breaker;
 pub mod bulk;

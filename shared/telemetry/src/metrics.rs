@@ -73,6 +73,24 @@ pub mod names {
     pub const CLICK_EVENTS_SHIPPED: &str = "kurz_click_events_shipped_total";
     /// Histogram (seconds): sending one batch of clicks to Redis, for batches that arrived.
     pub const CLICK_BATCH_DURATION: &str = "kurz_click_batch_duration_seconds";
+    /// Counter; label `outcome` (`applied`, `duplicate`, `invalid`, `unknown_link`,
+    /// `trimmed`): click stream entries the analytics worker handled.
+    pub const ANALYTICS_EVENTS: &str = "kurz_analytics_events_total";
+    /// Histogram (seconds): one batch's rollup transaction, commit included.
+    pub const ANALYTICS_BATCH_COMMIT: &str = "kurz_analytics_batch_commit_seconds";
+    /// Gauge; label `shard`: entries not yet delivered to the consumer group.
+    pub const ANALYTICS_STREAM_LAG: &str = "kurz_analytics_stream_lag";
+    /// Gauge; label `shard`: entries delivered and not yet acknowledged.
+    pub const ANALYTICS_PENDING: &str = "kurz_analytics_pending";
+    /// Counter: entries claimed from other consumers (`XAUTOCLAIM`) or read back from this
+    /// one's own pending list.
+    pub const ANALYTICS_CLAIMED: &str = "kurz_analytics_claimed_total";
+    /// Counter; label `stage` (`read`, `commit`, `ack`, `housekeeping`): failed steps,
+    /// retried after a backoff.
+    pub const ANALYTICS_RETRIES: &str = "kurz_analytics_retries_total";
+    /// Counter: batches whose ranges overlapped entries another worker had applied, redone
+    /// entry by entry.
+    pub const ANALYTICS_OVERLAPS: &str = "kurz_analytics_overlaps_total";
 }
 
 /// What kind of series a metric is.
@@ -245,6 +263,48 @@ pub const ALL: &[(&str, Kind, Option<Unit>, &str)] = {
             Histogram,
             Some(Unit::Seconds),
             "Time to send one batch of clicks to Redis (batches that arrived).",
+        ),
+        (
+            ANALYTICS_EVENTS,
+            Counter,
+            None,
+            "Click stream entries handled by the analytics worker, by outcome.",
+        ),
+        (
+            ANALYTICS_BATCH_COMMIT,
+            Histogram,
+            Some(Unit::Seconds),
+            "Duration of one analytics batch transaction, commit included.",
+        ),
+        (
+            ANALYTICS_STREAM_LAG,
+            Gauge,
+            None,
+            "Click stream entries not yet delivered to the analytics workers, by shard.",
+        ),
+        (
+            ANALYTICS_PENDING,
+            Gauge,
+            None,
+            "Click stream entries delivered and not yet acknowledged, by shard.",
+        ),
+        (
+            ANALYTICS_CLAIMED,
+            Counter,
+            None,
+            "Click stream entries that came back: claimed, or pending from before a restart.",
+        ),
+        (
+            ANALYTICS_RETRIES,
+            Counter,
+            None,
+            "Failed analytics worker steps retried after a backoff, by stage.",
+        ),
+        (
+            ANALYTICS_OVERLAPS,
+            Counter,
+            None,
+            "Analytics batches redone entry by entry after overlapping applied entries.",
         ),
     ]
 };

@@ -1,0 +1,97 @@
+//! PostgreSQL failing under the worker, and what `/metrics` shows.
+
+use kurz_analytics::Application;
+use kurz_testkit::{Fault, RunningApp, TestEnv};
+
+use crate::*;
+
+#[tokio::test]
+async fn while_postgres_is_down_nothing_is_acknowledged_and_counts_are_exact_after() {
+    let env = TestEnv::start().await;
+    let id = link(&env, "promo", None).await;
+    let proxy = env.postgres_proxy().await;
+    let mut worker =
+        worker_from(source(&env, "w1").with("KURZ_DATABASE_URL", env.database_url_via(&proxy)))
+            .await;
+    for shard in [0, 1, 0] {
+        add(&env, shard, &click("promo")).await;
+    }
+    proxy.set(Fault::Reset);
+
+    for _ in 0..3 {
+        worker.process_once().await.expect_err("PostgreSQL is down");
+    }
+    assert_eq!(pending_everywhere(&env).await, 3, "nothing is acknowledged");
+    // Arriving during the outage: read once the held batch is in.
+    add(&env, 1, &click("promo")).await;
+    assert_eq!(
+        pending_everywhere(&env).await,
+        3,
+        "the held batch is retried, not a new one read"
+    );
+    proxy.restore();
+    let committed = until_committed(&mut worker).await;
+    let rest = drain(&mut worker).await;
+
+    assert_eq!(committed.applied, 3);
+    assert_eq!(rest.applied, 1);
+    assert_eq!(clicks(&env, id).await, 4);
+    assert_eq!(pending_everywhere(&env).await, 0);
+}
+
+#[tokio::test]
+async fn the_metrics_endpoint_shows_outcomes_commits_lag_and_pending() {
+    let env = TestEnv::start().await;
+    let id = link(&env, "promo", None).await;
+    add(&env, 0, &click("promo")).await;
+    add(&env, 1, &click("nosuchcode")).await;
+    let settings = Settings::from_source(&source(&env, "w1")).expect("valid settings");
+    let app = Application::build(&settings).await.expect("starts");
+    let running = RunningApp::spawn(app.port(), |shutdown| app.run_until_stopped(shutdown));
+
+    kurz_testkit::eventually("the click is counted", || async {
+        clicks(&env, id).await == 1 && pending_everywhere(&env).await == 0
+    })
+    .await;
+    let base = running.url("");
+    kurz_testkit::eventually("the gauges are sampled", || async {
+        kurz_testkit::metrics::scrape(&base)
+            .await
+            .has(kurz_telemetry::metrics::names::ANALYTICS_PENDING)
+    })
+    .await;
+    let metrics = kurz_testkit::metrics::scrape(&base).await;
+    running.stop().await.expect("stops cleanly");
+
+    use kurz_telemetry::metrics::names;
+    metrics.assert_has_all(&[
+        names::ANALYTICS_EVENTS,
+        names::ANALYTICS_BATCH_COMMIT,
+        names::ANALYTICS_STREAM_LAG,
+        names::ANALYTICS_PENDING,
+    ]);
+    // Tests in this binary share the recorder: at least this test's entries are there.
+    assert!(metrics.sum(names::ANALYTICS_EVENTS, &[("outcome", "applied")]) >= 1.0);
+    assert!(metrics.sum(names::ANALYTICS_EVENTS, &[("outcome", "unknown_link")]) >= 1.0);
+}
+
+#[tokio::test]
+async fn while_redis_is_down_reads_fail_and_resume_when_it_is_back() {
+    let env = TestEnv::start().await;
+    let id = link(&env, "promo", None).await;
+    let proxy = env.redis_proxy().await;
+    let mut worker =
+        worker_from(source(&env, "w1").with("KURZ_REDIS_URL", env.redis_url_via(&proxy))).await;
+    add(&env, 0, &click("promo")).await;
+    proxy.set(Fault::Reset);
+
+    let failed = worker.process_once().await.expect_err("Redis is down");
+    assert_eq!(failed.stage(), "read");
+    add(&env, 1, &click("promo")).await;
+    proxy.restore();
+    until_committed(&mut worker).await;
+    drain(&mut worker).await;
+
+    assert_eq!(clicks(&env, id).await, 2);
+    assert_eq!(pending_everywhere(&env).await, 0);
+}
