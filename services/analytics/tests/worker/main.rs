@@ -9,6 +9,7 @@ use kurz_repository::{Behaviour, LinkRepository, NewLink};
 use kurz_settings::Source;
 use kurz_testkit::TestEnv;
 
+mod end_to_end;
 mod exactly_once;
 mod faults;
 mod geoip;
