@@ -4,9 +4,12 @@
 //! - The in-process cache (moka) answers hot codes without any I/O. Its entries live briefly
 //!   (`KURZ_LOCAL_CACHE_TTL_MS`) and are dropped at once when the create service publishes a
 //!   change (see `kurz_repository::invalidation`).
-//! - A miss there is single-flight: concurrent requests for the same code wait for one load,
-//!   so a hot code that no cache holds costs one backend lookup per instance, not one per
-//!   request.
+//! - A miss there asks Redis, as is; only when Redis has no answer is the PostgreSQL lookup
+//!   single-flight: concurrent requests for the same code wait for one load, so a hot code
+//!   that no cache holds costs one database query per instance, not one per request. Redis
+//!   answers most misses, and for those the single-flight bookkeeping (moka's waiter map and
+//!   the load future) cost more than the duplicate `GET`s it would save on the shared
+//!   multiplexed connection.
 //! - Redis is only a cache: any Redis failure counts as a miss and the answer comes from
 //!   PostgreSQL. Redis fills happen in the background, so a miss costs the client one Redis
 //!   round trip plus one PostgreSQL query, not a write on top.
@@ -17,6 +20,7 @@ use std::time::Duration;
 use actix_web::http::header::HeaderValue;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use foldhash::quality::RandomState;
 use kurz_repository::codes::is_well_formed;
 use kurz_repository::invalidation::Invalidation;
 use kurz_repository::{CachedLink, LinkCache, LinkRepository, RepoError};
@@ -87,11 +91,20 @@ impl From<CachedLink> for Local {
     }
 }
 
+/// The in-process cache, hashed with foldhash rather than moka's default SipHash. Its keys are
+/// codes from request paths, so whoever sends requests chooses them: the hasher must stay
+/// keyed (seeded at random per process), or crafted codes could pile into one bucket. foldhash
+/// is keyed that way (it is hashbrown's default), and SipHash was 5% of the CPU of
+/// redirect-uniform (moka hashes a key for the table, the frequency sketch and the waiters).
+/// The `quality` variant: moka takes bucket, segment and sketch indices from different bits
+/// of one hash, so all of them must be well mixed.
+type LocalCache = Cache<String, Local, RandomState>;
+
 #[derive(Debug, Clone)]
 pub struct Resolver<R, C> {
     repo: R,
     cache: C,
-    local: Cache<String, Local>,
+    local: LocalCache,
     lookups: Lookups,
 }
 
@@ -134,7 +147,7 @@ where
         let local = Cache::builder()
             .max_capacity(local_capacity)
             .time_to_live(local_ttl)
-            .build();
+            .build_with_hasher(RandomState::default());
         Self {
             repo,
             cache,
@@ -168,24 +181,20 @@ where
         }
         // A plain lookup first: the single-flight call builds the (large) load future even
         // when the entry is there, which the profile showed on every hit.
-        let entry =
-            match self.local.get(code).await {
-                Some(entry) => {
-                    lookup(&self.lookups.local_hit, "cache.local", "hit");
-                    entry
-                }
-                // Errors are not cached: the next request tries again (the breaker decides how
-                // hard).
-                None => {
-                    lookup(&self.lookups.local_miss, "cache.local", "miss");
-                    // Boxed: the load's state machine is large, and unboxed it would be part of
-                    // every request's future, copied around on hits that never run it.
-                    Box::pin(self.local.try_get_with_by_ref(code, async {
-                        self.load(code).await.map(Local::from)
-                    }))
-                    .await?
-                }
-            };
+        let entry = match self.local.get(code).await {
+            Some(entry) => {
+                lookup(&self.lookups.local_hit, "cache.local", "hit");
+                entry
+            }
+            // Errors are not cached: the next request tries again (the breaker decides how
+            // hard).
+            None => {
+                lookup(&self.lookups.local_miss, "cache.local", "miss");
+                // Boxed: the load's state machine is large, and unboxed it would be part of
+                // every request's future, copied around on hits that never run it.
+                Box::pin(self.load(code)).await?
+            }
+        };
         Ok(match entry {
             Local::Missing => Resolution::Missing,
             Local::Disabled => Resolution::Disabled,
@@ -221,8 +230,25 @@ where
         }
     }
 
-    /// Redis, then PostgreSQL (filling Redis in the background).
-    async fn load(&self, code: &str) -> Result<CachedLink, RepoError> {
+    /// A code this process does not hold: Redis, then PostgreSQL (single-flight, see the
+    /// module docs); either answer is kept in memory.
+    async fn load(&self, code: &str) -> Result<Local, Arc<RepoError>> {
+        if let Some(entry) = self.ask_redis(code).await {
+            let entry = Local::from(entry);
+            self.local.insert(code.to_owned(), entry.clone()).await;
+            return Ok(entry);
+        }
+        // Boxed on its own: the single-flight future is large, and inside this one it would
+        // be copied into the box on every miss, including the many Redis answers that never
+        // run it (6% of redirect-uniform's CPU went to that copy).
+        Box::pin(self.local.try_get_with_by_ref(code, async {
+            self.ask_postgres(code).await.map(Local::from)
+        }))
+        .await
+    }
+
+    /// Redis' answer, if it has one; down or slow counts as a miss.
+    async fn ask_redis(&self, code: &str) -> Option<CachedLink> {
         match self.cache.get(code).await {
             Ok(Some(entry)) => {
                 let (counter, result) = match entry {
@@ -232,15 +258,22 @@ where
                     }
                 };
                 lookup(counter, "cache.redis", result);
-                return Ok(entry);
+                Some(entry)
             }
-            Ok(None) => lookup(&self.lookups.redis_miss, "cache.redis", "miss"),
+            Ok(None) => {
+                lookup(&self.lookups.redis_miss, "cache.redis", "miss");
+                None
+            }
             Err(e) => {
-                // Down or slow counts as a miss: the answer comes from PostgreSQL.
                 lookup(&self.lookups.redis_miss, "cache.redis", "miss");
                 tracing::debug!(error = %e, "cache read failed; asking PostgreSQL");
+                None
             }
         }
+    }
+
+    /// PostgreSQL's answer, written to Redis in the background.
+    async fn ask_postgres(&self, code: &str) -> Result<CachedLink, RepoError> {
         let entry = match self.repo.find(code).await? {
             Some(link) => CachedLink::from(&link),
             None => CachedLink::Missing,
