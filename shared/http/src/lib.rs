@@ -74,8 +74,9 @@ pub fn get_or_head() -> Route {
 /// One span per HTTP request, with method, route, status and latency, whose parent is the
 /// caller's span when the request carries a W3C or B3 trace context.
 ///
-/// Left out when nothing could record that span: no span export and a log filter above INFO
-/// for this crate (`KURZ_LOG=warn`). tracing-actix-web pays for a request before it knows its
+/// Left out when nothing could record that span: no span export (the log layer records no
+/// spans, see `kurz_telemetry`; the check below still asks the installed subscriber, for an
+/// embedder's own). tracing-actix-web pays for a request before it knows its
 /// span is disabled: a request id drawn from `getrandom` (a system call), the connection info
 /// with the peer address formatted, the route looked up; about a tenth of the CPU of a
 /// redirect answered from memory. Nothing reads the request id it would store. Decided when a
