@@ -86,7 +86,7 @@ pub struct ClickSettings {
     /// (default 8, 1 to 256). The analytics worker reads the same variable; both must agree.
     pub streams: u16,
     /// `KURZ_CLICK_STREAM_MAXLEN`: entries each stream keeps, trimmed approximately by Redis
-    /// (`XADD MAXLEN ~`; default 1,000,000, 1,000 to 1,000,000,000). Bounds Redis memory when
+    /// (`XADD MAXLEN ~`; default 100,000, 1,000 to 1,000,000,000). Bounds Redis memory when
     /// the analytics worker is down: older clicks are lost, not Redis.
     pub stream_maxlen: usize,
     /// `KURZ_VISITOR_HASH_SECRET`: the secret the daily visitor-hash keys derive from, at least
@@ -137,7 +137,7 @@ impl Settings {
     /// | `KURZ_CLICK_QUEUE_CAPACITY` | 65,536 | clicks, 1 to 10,000,000 |
     /// | `KURZ_CLICK_BATCH` | 512 | clicks per Redis transaction, 1 to 10,000 |
     /// | `KURZ_CLICK_STREAMS` | 8 | streams, 1 to 256 (the analytics worker's must match) |
-    /// | `KURZ_CLICK_STREAM_MAXLEN` | 1,000,000 | entries per stream (approximate), 1,000 to 1,000,000,000 |
+    /// | `KURZ_CLICK_STREAM_MAXLEN` | 100,000 | entries per stream (approximate), 1,000 to 1,000,000,000 |
     /// | `KURZ_VISITOR_HASH_SECRET` | a random one per process, with a warning | secret, at least 32 bytes |
     pub fn from_source(source: &Source) -> Result<Self, SettingsError> {
         let vars: Vars = source.extract()?;
@@ -234,7 +234,7 @@ impl ClickSettings {
             )?,
             stream_maxlen: in_range(
                 "KURZ_CLICK_STREAM_MAXLEN",
-                vars.click_stream_maxlen.unwrap_or(1_000_000),
+                vars.click_stream_maxlen.unwrap_or(100_000),
                 1_000..=1_000_000_000,
             )?,
             visitor_secret,
@@ -307,7 +307,7 @@ mod tests {
         assert_eq!(clicks.queue_capacity, 65_536);
         assert_eq!(clicks.batch, 512);
         assert_eq!(clicks.streams, DEFAULT_STREAMS);
-        assert_eq!(clicks.stream_maxlen, 1_000_000);
+        assert_eq!(clicks.stream_maxlen, 100_000);
         assert!(clicks.visitor_secret.is_none());
     }
 
