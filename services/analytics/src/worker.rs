@@ -198,6 +198,17 @@ impl Worker {
     }
 
     async fn read_batch(&mut self) -> Result<Batch, StepError> {
+        let batch = self.try_read_batch().await;
+        if batch.is_err() {
+            // A read or claim whose reply was lost (a timeout, a dropped connection) may still
+            // have delivered entries to this consumer; only its own pending list knows them.
+            // Read it first next time rather than leave them to another worker's claim.
+            self.own_pending_done = false;
+        }
+        batch
+    }
+
+    async fn try_read_batch(&mut self) -> Result<Batch, StepError> {
         let mut entries = Vec::new();
         let mut outcome = Outcome::default();
         if !self.own_pending_done {

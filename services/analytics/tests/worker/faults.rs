@@ -95,3 +95,40 @@ async fn while_redis_is_down_reads_fail_and_resume_when_it_is_back() {
     assert_eq!(clicks(&env, id).await, 2);
     assert_eq!(pending_everywhere(&env).await, 0);
 }
+
+#[tokio::test]
+async fn entries_delivered_by_a_read_whose_reply_was_lost_are_read_back_after_it() {
+    let env = TestEnv::start().await;
+    let id = link(&env, "promo", None).await;
+    let proxy = env.redis_proxy().await;
+    let mut worker =
+        worker_from(source(&env, "w1").with("KURZ_REDIS_URL", env.redis_url_via(&proxy))).await;
+    // A first step finds its own pending list empty.
+    drain(&mut worker).await;
+    add(&env, 0, &click("promo")).await;
+    // A read that reached Redis but whose reply never came back: the entry is delivered to w1.
+    let mut conn = env.redis_conn().await;
+    let keys: Vec<String> = (0..SHARDS).map(stream_key).collect();
+    let ids = vec![">"; keys.len()];
+    let options = redis::streams::StreamReadOptions::default().group(GROUP, "w1");
+    let _: redis::streams::StreamReadReply = conn
+        .xread_options(&keys, &ids, &options)
+        .await
+        .expect("XREADGROUP");
+    proxy.set(Fault::Reset);
+    worker.process_once().await.expect_err("Redis is down");
+    proxy.restore();
+
+    // Steps for a few seconds, well before the claim timeout (30 s) would hand the entry to
+    // anyone; the first ones may still meet the broken connections.
+    for _ in 0..100 {
+        let _ = worker.process_once().await;
+        if clicks(&env, id).await == 1 && pending_everywhere(&env).await == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+
+    assert_eq!(clicks(&env, id).await, 1);
+    assert_eq!(pending_everywhere(&env).await, 0);
+}
