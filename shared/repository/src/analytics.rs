@@ -31,6 +31,7 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use tokio_postgres::types::{ToSql, Type};
 
+pub use crate::clicks::Dimension;
 use crate::error::RepoError;
 use crate::postgres::PgRepository;
 
@@ -90,36 +91,6 @@ pub struct LinkRef {
     pub id: i64,
     pub code: String,
     pub owner_id: Option<i64>,
-}
-
-/// The dimensions counted per day (`click_daily.dimension`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Dimension {
-    Referrer,
-    Country,
-    Browser,
-    Os,
-    Device,
-}
-
-impl Dimension {
-    pub const ALL: [Self; 5] = [
-        Self::Referrer,
-        Self::Country,
-        Self::Browser,
-        Self::Os,
-        Self::Device,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Referrer => "referrer",
-            Self::Country => "country",
-            Self::Browser => "browser",
-            Self::Os => "os",
-            Self::Device => "device",
-        }
-    }
 }
 
 /// Longest dimension value stored, in bytes (`click_daily_value_length`).

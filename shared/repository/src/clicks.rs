@@ -180,6 +180,42 @@ fn unhex(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
+/// A dimension of the daily rollups (`click_daily.dimension`): what the analytics worker
+/// counts per day and the stats API's top lists show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dimension {
+    Referrer,
+    Country,
+    Browser,
+    Os,
+    Device,
+}
+
+impl Dimension {
+    pub const ALL: [Self; 5] = [
+        Self::Referrer,
+        Self::Country,
+        Self::Browser,
+        Self::Os,
+        Self::Device,
+    ];
+
+    /// The name in `click_daily.dimension`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Referrer => "referrer",
+            Self::Country => "country",
+            Self::Browser => "browser",
+            Self::Os => "os",
+            Self::Device => "device",
+        }
+    }
+
+    pub(crate) fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == raw)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
 
+pub use crate::clicks::Dimension;
 use crate::error::RepoError;
 use crate::listing::{JsonText, ListOwner};
 use crate::postgres::PgRepository;
@@ -50,41 +51,6 @@ impl BotFilter {
 
     pub fn counts_bots(self) -> bool {
         self != Self::Exclude
-    }
-}
-
-/// A dimension of the daily rollups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Dimension {
-    Referrer,
-    Country,
-    Browser,
-    Os,
-    Device,
-}
-
-impl Dimension {
-    pub const ALL: [Self; 5] = [
-        Self::Referrer,
-        Self::Country,
-        Self::Browser,
-        Self::Os,
-        Self::Device,
-    ];
-
-    /// The name in `click_daily.dimension`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Referrer => "referrer",
-            Self::Country => "country",
-            Self::Browser => "browser",
-            Self::Os => "os",
-            Self::Device => "device",
-        }
-    }
-
-    fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|d| d.as_str() == raw)
     }
 }
 
