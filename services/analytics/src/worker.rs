@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::RedisError;
+use kurz_http::backoff::Backoff;
 use kurz_repository::analytics::{
     Applied, Click, Dimension, EntryId, LinkRef, Rollup, oldest_visitor_day,
 };
@@ -423,7 +424,7 @@ impl Worker {
     /// until it commits.
     pub async fn run_until_stopped(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut backoff = Backoff::default();
+        let mut backoff = backoff();
         let mut pause = Duration::ZERO;
         let mut observed = tokio::time::Instant::now();
         let mut housekept = observed;
@@ -525,37 +526,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     chain.join(": ")
 }
 
-/// Exponential backoff without jitter: one worker per deployment or a few, so there is no
-/// herd to spread.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    current: Duration,
-}
-
-impl Backoff {
-    pub const FIRST: Duration = Duration::from_millis(100);
-    pub const MAX: Duration = Duration::from_secs(5);
-
-    /// The pause before the next attempt after one more failure.
-    pub fn after_failure(&mut self) -> Duration {
-        let pause = self.current;
-        self.current = (self.current * 2).min(Self::MAX);
-        pause
-    }
-
-    /// After a success: no pause, and the next failure starts over.
-    pub fn reset(&mut self) -> Duration {
-        *self = Self::default();
-        Duration::ZERO
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            current: Self::FIRST,
-        }
-    }
+/// Failures back off from 100 ms, doubling up to 5 s.
+fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
 }
 
 #[cfg(test)]
@@ -564,7 +537,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_from_100_ms_to_5_s_and_starts_over_after_a_success() {
-        let mut backoff = Backoff::default();
+        let mut backoff = backoff();
         let pauses: Vec<u64> = (0..8)
             .map(|_| backoff.after_failure().as_millis() as u64)
             .collect();

@@ -37,6 +37,7 @@ use actix_web::http::Method;
 use actix_web::http::header::{DNT, HeaderMap, HeaderName, REFERER, USER_AGENT};
 use anyhow::Context as _;
 use chrono::{DateTime, NaiveDate, Utc};
+use kurz_http::backoff::Backoff;
 use kurz_repository::clicks::{
     ClickEvent, MAX_REFERRER_BYTES, MAX_USER_AGENT_BYTES, stream_key, truncate_ip,
 };
@@ -526,9 +527,9 @@ impl Shipper {
 
     /// Ships `events`, holding them through failures that sent nothing.
     async fn deliver(&mut self, events: &[ClickEvent]) {
-        let mut backoff = Backoff::new();
+        let mut backoff = backoff();
         while let Outcome::NotSent(e) = self.ship(events).await {
-            let wait = backoff.next_delay();
+            let wait = backoff.after_failure();
             tracing::debug!(error = %e, ?wait, "click batch not sent; retrying");
             tokio::time::sleep(wait).await;
         }
@@ -547,33 +548,9 @@ fn dropped(reason: &'static str) -> Counter {
     metrics::counter!(names::CLICK_EVENTS_DROPPED, "reason" => reason)
 }
 
-/// Waits between attempts to send a held batch: 100 ms, doubling, at most 2 s. No jitter:
-/// one task per process retries, so there is no herd to spread.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    pub const FIRST: Duration = Duration::from_millis(100);
-    pub const MAX: Duration = Duration::from_secs(2);
-
-    pub fn new() -> Self {
-        Self { next: Self::FIRST }
-    }
-
-    /// The wait before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
-        let wait = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        wait
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Waits between attempts to send a held batch: 100 ms, doubling, at most 2 s.
+fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(2))
 }
 
 /// The running shipper, for a graceful stop.
@@ -621,9 +598,9 @@ mod tests {
 
     #[test]
     fn backoff_doubles_from_100_ms_to_at_most_2_s() {
-        let mut backoff = Backoff::new();
+        let mut backoff = backoff();
         let waits: Vec<u64> = (0..7)
-            .map(|_| backoff.next_delay().as_millis() as u64)
+            .map(|_| backoff.after_failure().as_millis() as u64)
             .collect();
         assert_eq!(waits, [100, 200, 400, 800, 1_600, 2_000, 2_000]);
     }

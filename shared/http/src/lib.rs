@@ -11,6 +11,7 @@
 //! - [`client_ip`]: the client's address behind trusted proxies (`X-Forwarded-For`,
 //!   `Forwarded`), and the subject per-IP rate limits count under.
 
+pub mod backoff;
 pub mod client_ip;
 
 use std::borrow::Cow;
