@@ -374,7 +374,11 @@ async fn sigterm_lets_in_flight_requests_finish_and_returns_unused_keys() {
         .expect("count")
         .get(0);
     assert_eq!(issued_before, 1_000, "one batch claimed, one key used");
-    stack.pg.set(Fault::Latency(Duration::from_millis(300)));
+    // Slow enough that the request is still waiting on PostgreSQL when the stop begins, and
+    // fast enough to fit the 1.1 s deadline even on a pooled connection that has not prepared
+    // the insert yet: prepare and execute are two round trips, 2 x 2 x 150 ms. At 300 ms a
+    // way, that case took 1.2 s and answered 503.
+    stack.pg.set(Fault::Latency(Duration::from_millis(150)));
 
     let in_flight = {
         let (client, url) = (stack.client.clone(), stack.create.url("/api/v1/links"));
