@@ -11,7 +11,7 @@ use kurz_settings::{
 };
 use serde::Deserialize;
 
-/// Entries one read may take per stream: beyond 10,000 a batch's transaction holds its row
+/// Clicks one read may take per stream: beyond 10,000 a batch's transaction holds its row
 /// locks for long and a failed commit repeats a lot of work.
 const BATCH_RANGE: std::ops::RangeInclusive<usize> = 1..=10_000;
 
@@ -34,7 +34,9 @@ pub struct StreamSettings {
     pub shards: u16,
     /// `KURZ_ANALYTICS_CONSUMER`: this worker's name in the consumer group.
     pub consumer: String,
-    /// `KURZ_ANALYTICS_BATCH`: entries per read per stream.
+    /// `KURZ_ANALYTICS_BATCH`: about how many clicks a read takes per stream. An entry is a
+    /// batch of clicks, so the worker asks for as many entries as make this many clicks at
+    /// the size entries have had lately.
     pub batch: usize,
     /// `KURZ_ANALYTICS_BLOCK_MS`: how long a read waits for new entries.
     pub block: Duration,
@@ -62,7 +64,7 @@ impl Settings {
     /// | `KURZ_METRICS_LISTEN` | `127.0.0.1:9465` | `address:port` of `/metrics` and `/healthz` (the key-pool worker has 9464); port 0 picks a free one |
     /// | `KURZ_CLICK_STREAMS` | 8 (`clicks::DEFAULT_STREAMS`) | stream shards, 1 to 256; must equal the redirect service's, or the shards above the smaller count are never read |
     /// | `KURZ_ANALYTICS_CONSUMER` | `{hostname}-{pid}` | this worker's consumer name in the group `kurz-analytics`; give a stable name (a pod name) to have a restarted worker finish its own pending entries at once |
-    /// | `KURZ_ANALYTICS_BATCH` | 1,000 entries | entries per read per stream, 1 to 10,000; one transaction per read |
+    /// | `KURZ_ANALYTICS_BATCH` | 1,000 clicks | about how many clicks a read takes per stream, 1 to 10,000 (in whole entries, at least one); one transaction per read |
     /// | `KURZ_ANALYTICS_BLOCK_MS` | 1,000 ms | how long a read waits for new entries when the streams are drained |
     /// | `KURZ_ANALYTICS_CLAIM_IDLE_MS` | 30,000 ms | pending entries idle this long (their worker died or is stuck) are claimed with `XAUTOCLAIM` |
     /// | `KURZ_GEOIP_DB` | unset | path of a country database (MaxMind DB format); unset: every country is `(unknown)`; unreadable: the worker refuses to start |

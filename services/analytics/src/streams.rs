@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use deadpool_redis::redis::{self, AsyncCommands, ErrorKind, RedisError, RedisResult, Value};
 use kurz_repository::analytics::EntryId;
-use kurz_repository::clicks::{ClickEvent, DecodeError, GROUP, stream_key};
+use kurz_repository::clicks::{ClickEvent, DecodeError, GROUP, events_from_fields, stream_key};
 use kurz_settings::RedisSettings;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{
@@ -28,12 +28,12 @@ use crate::settings::StreamSettings;
 /// (50 ms by default) is for request paths; a worker's command moves thousands of entries.
 const MIN_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// One stream entry as read.
+/// One stream entry as read: a batch of clicks from one redirect instance.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub shard: u16,
     pub id: EntryId,
-    pub event: Result<ClickEvent, DecodeError>,
+    pub events: Result<Vec<ClickEvent>, DecodeError>,
     /// Delivered before (claimed from another consumer, or this consumer's own from before a
     /// restart): it may have been applied already, and it is not part of a contiguous run.
     pub came_back: bool,
@@ -112,11 +112,11 @@ impl Streams {
         Ok(())
     }
 
-    /// New entries, up to `batch` per shard, waiting up to `BLOCK` for some if `wait`.
-    pub async fn read_new(&self, wait: bool) -> RedisResult<Vec<Entry>> {
+    /// New entries, up to `count` per shard, waiting up to `BLOCK` for some if `wait`.
+    pub async fn read_new(&self, wait: bool, count: usize) -> RedisResult<Vec<Entry>> {
         let mut options = StreamReadOptions::default()
             .group(GROUP, &self.settings.consumer)
-            .count(self.settings.batch);
+            .count(count);
         if wait {
             options = options.block(self.settings.block.as_millis() as usize);
         }
@@ -131,11 +131,11 @@ impl Streams {
     }
 
     /// This consumer's own pending entries (delivered to it before a restart under the same
-    /// name, or left unacknowledged after a failed `XACK`), up to `batch` per shard.
-    pub async fn read_own_pending(&self) -> RedisResult<Vec<Entry>> {
+    /// name, or left unacknowledged after a failed `XACK`), up to `count` per shard.
+    pub async fn read_own_pending(&self, count: usize) -> RedisResult<Vec<Entry>> {
         let options = StreamReadOptions::default()
             .group(GROUP, &self.settings.consumer)
-            .count(self.settings.batch);
+            .count(count);
         let ids = vec!["0"; self.keys.len()];
         let mut conn = self.commands.clone();
         let reply: Option<StreamReadReply> = conn.xread_options(&self.keys, &ids, &options).await?;
@@ -165,11 +165,15 @@ impl Streams {
             .and_then(|i| u16::try_from(i).ok())
     }
 
-    /// `XAUTOCLAIM` on every shard from `cursors[shard]`: entries pending longer than
-    /// `KURZ_ANALYTICS_CLAIM_IDLE_MS` become this consumer's. Returns them, and how many
+    /// `XAUTOCLAIM` on every shard from `cursors[shard]`, up to `count` each: entries pending
+    /// longer than `KURZ_ANALYTICS_CLAIM_IDLE_MS` become this consumer's. Returns them, and how many
     /// pending entries were found trimmed from their stream (Redis drops those from the
     /// pending list itself). The cursors move on; a cursor back at `0-0` starts over.
-    pub async fn claim(&self, cursors: &mut [String]) -> RedisResult<(Vec<Entry>, usize)> {
+    pub async fn claim(
+        &self,
+        cursors: &mut [String],
+        count: usize,
+    ) -> RedisResult<(Vec<Entry>, usize)> {
         let idle = self.settings.claim_idle.as_millis() as u64;
         let mut pipe = redis::pipe();
         for (key, cursor) in self.keys.iter().zip(cursors.iter()) {
@@ -179,7 +183,7 @@ impl Streams {
                 &self.settings.consumer,
                 idle,
                 cursor,
-                StreamAutoClaimOptions::default().count(self.settings.batch),
+                StreamAutoClaimOptions::default().count(count),
             );
         }
         let mut conn = self.commands.clone();
@@ -278,7 +282,7 @@ fn entry(shard: u16, id: StreamId, came_back: bool) -> Option<Entry> {
     Some(Entry {
         shard,
         id: entry_id,
-        event: ClickEvent::from_fields(fields),
+        events: events_from_fields(fields),
         came_back,
     })
 }

@@ -17,6 +17,7 @@ use kurz_http::backoff::Backoff;
 use kurz_repository::analytics::{
     Applied, Click, Dimension, EntryId, LinkRef, Rollup, oldest_visitor_day,
 };
+use kurz_repository::clicks::ClickEvent;
 use kurz_repository::{PgRepository, RepoError};
 use kurz_telemetry::metrics::names;
 use moka::sync::Cache;
@@ -39,30 +40,31 @@ const HOUSEKEEP_EVERY: Duration = Duration::from_secs(60);
 /// claimed the same entries in between.
 const MAX_APPLY_ATTEMPTS: u32 = 3;
 
-/// What one step did, in entries.
+/// What the worker assumes of entries before it has read any: full batches of the redirect
+/// service's default `KURZ_CLICK_BATCH`, so that a start on a backlog of full entries does
+/// not take thousands of them in its first transaction. Small entries (a quiet service) show
+/// in the first read, and the count grows from there.
+const FIRST_ENTRY_SIZE: f64 = 512.0;
+
+/// What one step did. An entry is a batch of clicks, so some counts are of entries and some
+/// of clicks, as each says.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Outcome {
-    /// Read new from the streams.
+    /// Entries read new from the streams.
     pub read: usize,
-    /// Came back: claimed from another consumer or this one's own pending list.
+    /// Entries that came back: claimed from another consumer or this one's own pending list.
     pub came_back: usize,
-    /// Counted now.
+    /// Clicks counted now.
     pub applied: usize,
-    /// Applied before (came back after their commit): only acknowledged.
+    /// Clicks applied before (their entry came back after its commit): only acknowledged. An
+    /// entry trimmed from its stream while pending comes back without its clicks: none here.
     pub duplicate: usize,
-    /// Not click events: acknowledged and dropped.
+    /// Entries that are not batches of clicks: acknowledged and dropped.
     pub invalid: usize,
-    /// No link has their code: acknowledged and dropped.
+    /// Clicks on a code no link has: acknowledged and dropped.
     pub unknown_link: usize,
     /// Pending entries trimmed from their stream before anyone applied them: lost.
     pub trimmed: usize,
-}
-
-impl Outcome {
-    /// Entries acknowledged by this step.
-    pub fn acknowledged(&self) -> usize {
-        self.applied + self.duplicate + self.invalid + self.unknown_link
-    }
 }
 
 /// Why a step failed. Nothing of a failed step is acknowledged unless it committed.
@@ -127,6 +129,11 @@ pub struct Worker {
     claim_cursors: Vec<String>,
     /// Whether this consumer's own pending list was read through after start.
     own_pending_done: bool,
+    /// `KURZ_ANALYTICS_BATCH`: about how many clicks to read per stream.
+    batch: usize,
+    /// Clicks per entry lately (a moving average of the reads), to turn `batch` into
+    /// entries.
+    entry_size: f64,
 }
 
 impl Worker {
@@ -152,6 +159,8 @@ impl Worker {
             held: None,
             claim_cursors: vec![EntryId::ZERO.to_string(); usize::from(settings.streams.shards)],
             own_pending_done: false,
+            batch: settings.streams.batch,
+            entry_size: FIRST_ENTRY_SIZE,
         })
     }
 
@@ -212,10 +221,11 @@ impl Worker {
     async fn try_read_batch(&mut self) -> Result<Batch, StepError> {
         let mut entries = Vec::new();
         let mut outcome = Outcome::default();
+        let count = entries_per_read(self.batch, self.entry_size);
         if !self.own_pending_done {
             let own = self
                 .streams
-                .read_own_pending()
+                .read_own_pending(count)
                 .await
                 .map_err(StepError::Read)?;
             self.own_pending_done = own.is_empty();
@@ -224,14 +234,14 @@ impl Worker {
         if entries.is_empty() {
             let (claimed, trimmed) = self
                 .streams
-                .claim(&mut self.claim_cursors)
+                .claim(&mut self.claim_cursors, count)
                 .await
                 .map_err(StepError::Read)?;
             outcome.trimmed = trimmed;
             entries.extend(claimed);
         }
         outcome.came_back = entries.len();
-        let new = self.streams.read_new(entries.is_empty()).await;
+        let new = self.streams.read_new(entries.is_empty(), count).await;
         let new = match new {
             Err(e) if is_no_group(&e) => {
                 // Redis lost the streams (a restart without persistence): make the groups
@@ -246,6 +256,10 @@ impl Worker {
         };
         outcome.read = new.len();
         entries.extend(new);
+        let sizes = entries
+            .iter()
+            .filter_map(|e| e.events.as_ref().ok().map(Vec::len));
+        self.entry_size = averaged(self.entry_size, sizes);
         Ok(Batch {
             entries,
             outcome,
@@ -294,7 +308,11 @@ impl Worker {
     async fn links_of(&self, entries: &[Entry]) -> Result<HashMap<String, LinkRef>, RepoError> {
         let mut found = HashMap::new();
         let mut missing: Vec<&str> = Vec::new();
-        for event in entries.iter().filter_map(|e| e.event.as_ref().ok()) {
+        let events = entries
+            .iter()
+            .filter_map(|e| e.events.as_ref().ok())
+            .flatten();
+        for event in events {
             if found.contains_key(&event.code) || missing.contains(&event.code.as_str()) {
                 continue;
             }
@@ -342,7 +360,7 @@ impl Worker {
         for entry in entries {
             let checked = look_up_all || entry.came_back;
             if checked && looked_up.get(&(entry.shard, entry.id)) == Some(&true) {
-                outcome.duplicate += 1;
+                outcome.duplicate += entry.events.as_ref().map_or(0, Vec::len);
                 continue;
             }
             if !checked {
@@ -350,37 +368,46 @@ impl Worker {
                     .and_modify(|(_, last)| *last = entry.id)
                     .or_insert((entry.id, entry.id));
             }
-            let Ok(event) = &entry.event else {
+            let Ok(events) = &entry.events else {
                 outcome.invalid += 1;
                 continue;
             };
-            let Some(link) = links.get(&event.code) else {
-                outcome.unknown_link += 1;
-                continue;
-            };
-            let class = self.classifier.classify(event);
-            rollup.add(&Click {
-                link,
-                at: event.at,
-                bot: class.bot,
-                visitor: event.visitor,
-                values: [
-                    (Dimension::Referrer, &class.referrer),
-                    (Dimension::Country, &class.country),
-                    (Dimension::Browser, &*class.browser),
-                    (Dimension::Os, &*class.os),
-                    (Dimension::Device, class.device),
-                ],
-            });
-            if checked {
+            let mut counted = 0;
+            for event in events {
+                let Some(link) = links.get(&event.code) else {
+                    outcome.unknown_link += 1;
+                    continue;
+                };
+                self.add(&mut rollup, link, event);
+                counted += 1;
+            }
+            if checked && counted > 0 {
                 rollup.record_entry(entry.shard, entry.id);
             }
-            outcome.applied += 1;
+            outcome.applied += counted;
         }
         for (shard, (first, last)) in runs {
             rollup.record_run(shard, first, last);
         }
         (rollup, outcome)
+    }
+
+    /// Classifies `event` and counts it into `rollup`.
+    fn add(&self, rollup: &mut Rollup, link: &LinkRef, event: &ClickEvent) {
+        let class = self.classifier.classify(event);
+        rollup.add(&Click {
+            link,
+            at: event.at,
+            bot: class.bot,
+            visitor: event.visitor,
+            values: [
+                (Dimension::Referrer, &class.referrer),
+                (Dimension::Country, &class.country),
+                (Dimension::Browser, &*class.browser),
+                (Dimension::Os, &*class.os),
+                (Dimension::Device, class.device),
+            ],
+        });
     }
 
     /// Samples each shard's lag and pending entries into their gauges; returns the states.
@@ -526,6 +553,23 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     chain.join(": ")
 }
 
+/// Entries to read per stream: as many as make about `batch` clicks at `entry_size` clicks
+/// each, at least one.
+fn entries_per_read(batch: usize, entry_size: f64) -> usize {
+    ((batch as f64 / entry_size).round() as usize).clamp(1, batch)
+}
+
+/// `average` moved halfway to the mean of `sizes` (entries that decoded), or left as it is
+/// if there are none.
+fn averaged(average: f64, sizes: impl Iterator<Item = usize>) -> f64 {
+    let (n, total) = sizes.fold((0usize, 0usize), |(n, total), size| (n + 1, total + size));
+    if n == 0 {
+        return average;
+    }
+    let mean = (total as f64 / n as f64).max(1.0);
+    (average + mean) / 2.0
+}
+
 /// Failures back off from 100 ms, doubling up to 5 s.
 fn backoff() -> Backoff {
     Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
@@ -534,6 +578,21 @@ fn backoff() -> Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_take_as_many_entries_as_make_the_batch_of_clicks_at_the_recent_size() {
+        assert_eq!(entries_per_read(1_000, FIRST_ENTRY_SIZE), 2);
+        assert_eq!(entries_per_read(1_000, 1.0), 1_000);
+        assert_eq!(entries_per_read(7, FIRST_ENTRY_SIZE), 1, "at least one");
+        // A quiet service's one-click entries: the count grows over a few reads.
+        let mut size = FIRST_ENTRY_SIZE;
+        for _ in 0..12 {
+            size = averaged(size, [1, 1, 2, 1].into_iter());
+        }
+        assert!((1.0..1.5).contains(&size), "{size}");
+        assert!(entries_per_read(1_000, size) > 600);
+        assert_eq!(averaged(size, std::iter::empty()), size, "nothing read");
+    }
 
     #[test]
     fn backoff_doubles_from_100_ms_to_5_s_and_starts_over_after_a_success() {

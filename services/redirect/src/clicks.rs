@@ -8,15 +8,18 @@
 //! can never slow a redirect. Everything else happens in one background task, [`Shipper`]:
 //! truncating the IP, the visitor hash, encoding, and sending batches.
 //!
-//! A batch (up to `KURZ_CLICK_BATCH`) is one pipeline of `XADD key MAXLEN ~ N * ...` inside
-//! `MULTI`/`EXEC`, on the next of the `KURZ_CLICK_STREAMS` shards. The transaction makes a
-//! batch all-or-nothing: a connection lost before `EXEC` leaves no part of it in Redis. What
-//! happens on failure depends on what is known to have reached Redis (see [`Outcome`]):
+//! A batch (up to `KURZ_CLICK_BATCH` clicks) is one stream entry: one `XADD key MAXLEN ~ N *
+//! n <count> e1 <clicks>` on the next of the `KURZ_CLICK_STREAMS` shards, the clicks encoded
+//! together ([`kurz_repository::clicks`]). One command per batch, not one per click, is what
+//! keeps capture cheap for Redis and for this process; and one command is all-or-nothing by
+//! itself. The shipper waits [`LINGER`] for a batch to fill before it sends a part of one, so
+//! a steady trickle of clicks does not become one command per click either. What happens on
+//! failure depends on what is known to have reached Redis (see [`Outcome`]):
 //! - nothing (the `PING` that opens every batch failed, so the connection is down or being
 //!   re-established): the batch is held and retried with backoff (100 ms doubling to 2 s)
 //!   while new clicks wait in the queue, and past its capacity are dropped and counted;
 //! - maybe (a timeout, or the connection lost after the batch was written): the batch is
-//!   dropped and counted under `reason="unconfirmed"`. `EXEC` may have run with only its
+//!   dropped and counted under `reason="unconfirmed"`. The `XADD` may have run with only its
 //!   reply lost, and sending it again would count those clicks twice; analytics prefers a
 //!   missing click, which is visible in that counter, to an invented one, which is not.
 //! - Redis answered with an error (out of memory, a key of the wrong type): dropped, as
@@ -28,6 +31,7 @@
 //! counted once per day and never followed across days. With `DNT: 1` or `Sec-GPC: 1` the
 //! click is still counted, without a visitor hash.
 
+use std::borrow::Cow;
 use std::hash::Hasher as _;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -39,7 +43,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, NaiveDate, Utc};
 use kurz_http::backoff::Backoff;
 use kurz_repository::clicks::{
-    ClickEvent, MAX_REFERRER_BYTES, MAX_USER_AGENT_BYTES, stream_key, truncate_ip,
+    ClickEvent, MAX_REFERRER_BYTES, MAX_USER_AGENT_BYTES, entry_fields, stream_key, truncate_ip,
 };
 use kurz_settings::{RedisSettings, TrustedProxies};
 use kurz_telemetry::metrics::names;
@@ -48,6 +52,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamMaxlen;
 use redis::{ErrorKind, RedisError};
 use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use siphasher::sip128::{Hasher128 as _, SipHasher24};
 use tokio::sync::{mpsc, oneshot};
@@ -58,6 +63,10 @@ use crate::settings::ClickSettings;
 /// How long a batch may wait for Redis's answer. Far above the cache's budget: no request
 /// waits for it, and a timeout costs a whole batch (`unconfirmed`).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long the shipper lets a batch fill once its first click is in: at most 200 sends a
+/// second however clicks trickle in, for a delay no reader of hourly counts can see.
+pub const LINGER: Duration = Duration::from_millis(5);
 
 /// How long a graceful stop waits for the queue to reach Redis.
 pub const FLUSH_BOUND: Duration = Duration::from_secs(2);
@@ -236,16 +245,15 @@ fn says_one(headers: &HeaderMap, name: &HeaderName) -> bool {
         .is_some_and(|value| value.as_bytes().trim_ascii() == b"1")
 }
 
-/// A header's bytes as text: a character that [`cut`] split is left out whole, and bytes
-/// that are not UTF-8 (rare, but a client can send them) become U+FFFD.
-fn text(bytes: &[u8]) -> String {
+/// A header's bytes as text, borrowed unless they need mending: a character that [`cut`]
+/// split is left out whole, and bytes that are not UTF-8 (rare, but a client can send them)
+/// become U+FFFD.
+fn text(bytes: &[u8]) -> Cow<'_, str> {
     match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_owned(),
+        Ok(text) => Cow::Borrowed(text),
         // Only an incomplete character at the very end: the cut went through it.
-        Err(e) if e.error_len().is_none() => {
-            String::from_utf8_lossy(&bytes[..e.valid_up_to()]).into_owned()
-        }
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        Err(e) if e.error_len().is_none() => String::from_utf8_lossy(&bytes[..e.valid_up_to()]),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 
@@ -351,7 +359,7 @@ pub enum Outcome {
     Shipped(usize),
     /// Nothing reached Redis (its connection is down): hold the batch and try again.
     NotSent(RedisError),
-    /// Written to Redis, but whether `EXEC` ran is unknown (a timeout, or the connection lost
+    /// Written to Redis, but whether the `XADD` ran is unknown (a timeout, or the connection lost
     /// before the reply): dropped rather than risk counting its clicks twice.
     Unconfirmed(RedisError),
     /// Redis refused it with an error reply: dropped, since the same commands would be
@@ -361,7 +369,7 @@ pub enum Outcome {
 
 /// The background side: turns raw clicks into events and sends them to Redis in batches.
 pub struct Shipper {
-    /// Its own connection, never the cache's: a batch of 512 `XADD`s must not queue in front
+    /// Its own connection, never the cache's: a batch of 512 clicks must not queue in front
     /// of a redirect's cache lookup.
     conn: ConnectionManager,
     streams: u16,
@@ -416,8 +424,8 @@ impl Shipper {
         })
     }
 
-    /// Sends `events` to the next stream as one transaction; counts and logs the outcome.
-    pub async fn ship(&mut self, events: &[ClickEvent]) -> Outcome {
+    /// Sends `events` to the next stream as one entry; counts and logs the outcome.
+    pub async fn ship<S: Serialize>(&mut self, events: &[ClickEvent<S>]) -> Outcome {
         let started = Instant::now();
         let outcome = self.send(events).await;
         match &outcome {
@@ -440,7 +448,7 @@ impl Shipper {
         outcome
     }
 
-    async fn send(&mut self, events: &[ClickEvent]) -> Outcome {
+    async fn send<S: Serialize>(&mut self, events: &[ClickEvent<S>]) -> Outcome {
         // Proves the connection is up before anything of the batch is written, so that a
         // failure here is known to have sent nothing (a failed reconnect and a refused one
         // give the same errors as a connection lost mid-batch; only their timing tells).
@@ -449,18 +457,17 @@ impl Shipper {
         }
         let key = stream_key(self.next_shard);
         self.next_shard = (self.next_shard + 1) % self.streams;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for event in events {
-            pipe.xadd_maxlen(
-                &key,
-                StreamMaxlen::Approx(self.maxlen),
-                "*",
-                &event.fields(),
-            )
-            .ignore();
-        }
-        match pipe.query_async::<()>(&mut self.conn).await {
+        // KURZ_CLICK_STREAM_MAXLEN counts clicks and Redis trims entries: as many entries of
+        // this batch's size as make that many clicks.
+        let entries = (self.maxlen / events.len().max(1)).max(1);
+        let added = redis::cmd("XADD")
+            .arg(&key)
+            .arg(StreamMaxlen::Approx(entries))
+            .arg("*")
+            .arg(&entry_fields(events)[..])
+            .query_async::<()>(&mut self.conn)
+            .await;
+        match added {
             Ok(()) => {
                 tracing::trace!(key, clicks = events.len(), "click batch shipped");
                 Outcome::Shipped(events.len())
@@ -471,8 +478,8 @@ impl Shipper {
     }
 
     /// The event of a raw click: the IP truncated, the visitor hash computed, the headers
-    /// as text.
-    fn event(&mut self, click: &Captured) -> ClickEvent {
+    /// as text (borrowed from the click).
+    fn event<'a>(&mut self, click: &'a Captured) -> ClickEvent<Cow<'a, str>> {
         let visitor = match click.ip {
             Some(ip) if !click.private => {
                 Some(
@@ -520,13 +527,20 @@ impl Shipper {
             if received == 0 {
                 return;
             }
-            let events: Vec<ClickEvent> = raw.iter().map(|click| self.event(click)).collect();
+            if !stopping && raw.len() < batch {
+                tokio::time::sleep(LINGER).await;
+                while raw.len() < batch {
+                    let Ok(click) = queue.try_recv() else { break };
+                    raw.push(click);
+                }
+            }
+            let events: Vec<_> = raw.iter().map(|click| self.event(click)).collect();
             self.deliver(&events).await;
         }
     }
 
     /// Ships `events`, holding them through failures that sent nothing.
-    async fn deliver(&mut self, events: &[ClickEvent]) {
+    async fn deliver<S: Serialize>(&mut self, events: &[ClickEvent<S>]) {
         let mut backoff = backoff();
         while let Outcome::NotSent(e) = self.ship(events).await {
             let wait = backoff.after_failure();

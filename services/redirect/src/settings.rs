@@ -79,15 +79,17 @@ pub struct ClickSettings {
     /// 65,536, 1 to 10,000,000; at most about 1.1 KB each). Past it, clicks are dropped and
     /// counted (`kurz_click_events_dropped_total{reason="queue_full"}`), never waited for.
     pub queue_capacity: usize,
-    /// `KURZ_CLICK_BATCH`: the most clicks sent to Redis in one transaction (default 512, 1
+    /// `KURZ_CLICK_BATCH`: the most clicks sent to Redis in one stream entry (default 512, 1
     /// to 10,000).
     pub batch: usize,
     /// `KURZ_CLICK_STREAMS`: the streams clicks are spread over, round-robin by batch
     /// (default 8, 1 to 256). The analytics worker reads the same variable; both must agree.
     pub streams: u16,
-    /// `KURZ_CLICK_STREAM_MAXLEN`: entries each stream keeps, trimmed approximately by Redis
-    /// (`XADD MAXLEN ~`; default 100,000, 1,000 to 1,000,000,000). Bounds Redis memory when
-    /// the analytics worker is down: older clicks are lost, not Redis.
+    /// `KURZ_CLICK_STREAM_MAXLEN`: about how many clicks each stream keeps (default 100,000,
+    /// 1,000 to 1,000,000,000). An entry is a batch, so each `XADD` of n clicks trims its
+    /// stream to this many ÷ n entries (`MAXLEN ~`): at a steady rate the stream holds about
+    /// this many clicks. Bounds Redis memory when the analytics worker is down: older clicks
+    /// are lost, not Redis.
     pub stream_maxlen: usize,
     /// `KURZ_VISITOR_HASH_SECRET`: the secret the daily visitor-hash keys derive from, at least
     /// 32 bytes, the same on every instance. Unset: each process draws its own at start and
@@ -135,9 +137,9 @@ impl Settings {
     /// | `KURZ_SCAN_WINDOW_SECS` | 60 | seconds, 1 to 86,400 |
     /// | `KURZ_CLICK_CAPTURE` | `on` | `on` or `off` |
     /// | `KURZ_CLICK_QUEUE_CAPACITY` | 65,536 | clicks, 1 to 10,000,000 |
-    /// | `KURZ_CLICK_BATCH` | 512 | clicks per Redis transaction, 1 to 10,000 |
+    /// | `KURZ_CLICK_BATCH` | 512 | clicks per stream entry, 1 to 10,000 |
     /// | `KURZ_CLICK_STREAMS` | 8 | streams, 1 to 256 (the analytics worker's must match) |
-    /// | `KURZ_CLICK_STREAM_MAXLEN` | 100,000 | entries per stream (approximate), 1,000 to 1,000,000,000 |
+    /// | `KURZ_CLICK_STREAM_MAXLEN` | 100,000 | clicks per stream (approximate), 1,000 to 1,000,000,000 |
     /// | `KURZ_VISITOR_HASH_SECRET` | a random one per process, with a warning | secret, at least 32 bytes |
     pub fn from_source(source: &Source) -> Result<Self, SettingsError> {
         let vars: Vars = source.extract()?;

@@ -74,7 +74,8 @@ pub mod names {
     /// Histogram (seconds): sending one batch of clicks to Redis, for batches that arrived.
     pub const CLICK_BATCH_DURATION: &str = "kurz_click_batch_duration_seconds";
     /// Counter; label `outcome` (`applied`, `duplicate`, `invalid`, `unknown_link`,
-    /// `trimmed`): click stream entries the analytics worker handled.
+    /// `trimmed`): what the analytics worker did with the clicks it read. `invalid` and
+    /// `trimmed` count stream entries, whose clicks cannot be known; the others count clicks.
     pub const ANALYTICS_EVENTS: &str = "kurz_analytics_events_total";
     /// Histogram (seconds): one batch's rollup transaction, commit included.
     pub const ANALYTICS_BATCH_COMMIT: &str = "kurz_analytics_batch_commit_seconds";
@@ -268,7 +269,7 @@ pub const ALL: &[(&str, Kind, Option<Unit>, &str)] = {
             ANALYTICS_EVENTS,
             Counter,
             None,
-            "Click stream entries handled by the analytics worker, by outcome.",
+            "Clicks handled by the analytics worker, by outcome (invalid and trimmed: stream entries, whose clicks are unknown).",
         ),
         (
             ANALYTICS_BATCH_COMMIT,

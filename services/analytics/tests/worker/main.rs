@@ -1,10 +1,10 @@
 //! The analytics worker against real PostgreSQL and Redis. Events are arranged by adding
-//! stream entries as the redirect service writes them (`ClickEvent::fields`).
+//! stream entries as the redirect service writes them (`clicks::entry_fields`).
 
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::{self, AsyncCommands};
 use kurz_analytics::{Outcome, Settings, Worker};
-use kurz_repository::clicks::{ClickEvent, GROUP, stream_key};
+use kurz_repository::clicks::{ClickEvent, GROUP, entry_fields, stream_key};
 use kurz_repository::{Behaviour, LinkRepository, NewLink};
 use kurz_settings::Source;
 use kurz_testkit::TestEnv;
@@ -74,12 +74,17 @@ pub async fn link(env: &TestEnv, code: &str, owner_id: Option<i64>) -> i64 {
     query_one(env, "SELECT id FROM links WHERE code = $1", &[&code]).await
 }
 
-/// Adds `event` to shard `shard`'s stream, as the redirect service does.
+/// Adds `event` to shard `shard`'s stream, as an entry of its own.
 pub async fn add(env: &TestEnv, shard: u16, event: &ClickEvent) -> String {
-    add_fields(env, shard, &event.fields()).await
+    add_batch(env, shard, std::slice::from_ref(event)).await
 }
 
-pub async fn add_fields(env: &TestEnv, shard: u16, fields: &[(&str, String)]) -> String {
+/// Adds `events` to shard `shard`'s stream as one entry, as the redirect service does.
+pub async fn add_batch(env: &TestEnv, shard: u16, events: &[ClickEvent]) -> String {
+    add_fields(env, shard, &entry_fields(events)).await
+}
+
+pub async fn add_fields(env: &TestEnv, shard: u16, fields: &[(&str, Vec<u8>)]) -> String {
     let mut conn = env.redis_conn().await;
     conn.xadd(stream_key(shard), "*", fields)
         .await

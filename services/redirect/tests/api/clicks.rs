@@ -4,14 +4,13 @@
 //! service captured is in Redis by then, so an empty stream proves nothing was captured
 //! (no waiting for something not to happen).
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use deadpool_redis::redis;
 use kurz_redirect::Settings;
 use kurz_redirect::clicks::{Outcome, Shipper, Visitors};
 use kurz_repository::clicks::{
-    ClickEvent, DEFAULT_STREAMS, MAX_REFERRER_BYTES, MAX_USER_AGENT_BYTES, stream_key,
+    ClickEvent, DEFAULT_STREAMS, MAX_REFERRER_BYTES, MAX_USER_AGENT_BYTES, events_from_fields,
+    stream_key,
 };
 use kurz_repository::{Behaviour, LinkRepository};
 use kurz_telemetry::metrics::names;
@@ -22,9 +21,6 @@ use reqwest::StatusCode;
 use reqwest::header::{LOCATION, REFERER, USER_AGENT};
 
 use crate::helpers::{BROWSER, browser, insert, insert_with, spawn_redirect};
-
-/// The fields of one stream entry.
-type Entry = HashMap<String, String>;
 
 /// The loopback peer is a trusted proxy, so `X-Forwarded-For` says who the client is.
 const TRUST_LOOPBACK: (&str, &str) = ("KURZ_TRUSTED_PROXIES", "127.0.0.1/32");
@@ -42,41 +38,80 @@ async fn stream(env: &TestEnv, shard: u16) -> Vec<StreamId> {
     reply.ids
 }
 
-/// Every entry of every click stream (the default shard count), as text fields.
-async fn entries(env: &TestEnv) -> Vec<Entry> {
+/// An entry's fields, as bytes.
+fn fields(entry: &StreamId) -> Vec<(String, Vec<u8>)> {
+    entry
+        .map
+        .keys()
+        .map(|k| (k.clone(), entry.get(k).expect("bytes")))
+        .collect()
+}
+
+/// The clicks of one entry, decoded as the analytics worker does.
+fn decode(entry: &StreamId) -> Vec<ClickEvent> {
+    let fields = fields(entry);
+    events_from_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).expect("clicks")
+}
+
+/// Every click on every click stream (the default shard count).
+async fn events(env: &TestEnv) -> Vec<ClickEvent> {
+    let mut all = Vec::new();
+    for shard in 0..DEFAULT_STREAMS {
+        all.extend(stream(env, shard).await.iter().flat_map(decode));
+    }
+    all
+}
+
+/// Every byte of every entry on the click streams, field names and values, for checking
+/// what is nowhere in them.
+async fn raw(env: &TestEnv) -> Vec<u8> {
     let mut all = Vec::new();
     for shard in 0..DEFAULT_STREAMS {
         for entry in stream(env, shard).await {
-            let fields = entry
-                .map
-                .keys()
-                .map(|k| {
-                    let v: String = entry.get(k).expect("a text field");
-                    (k.clone(), v)
-                })
-                .collect();
-            all.push(fields);
+            for (name, value) in fields(&entry) {
+                all.extend_from_slice(name.as_bytes());
+                all.extend_from_slice(&value);
+            }
         }
     }
     all
 }
 
-/// Waits (bounded) until the streams hold at least `n` entries, and returns them.
-async fn wait_entries(env: &TestEnv, n: usize) -> Vec<Entry> {
-    eventually(&format!("{n} click entries"), || async {
-        entries(env).await.len() >= n
-    })
-    .await;
-    entries(env).await
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The entry whose referrer is `referrer` (tests tag each request with one).
-fn tagged<'a>(entries: &'a [Entry], referrer: &str) -> &'a Entry {
-    let found: Vec<&Entry> = entries
+/// Asserts that the full address `ip` is on no stream, as text or as bytes.
+async fn assert_nowhere(env: &TestEnv, ip: &str) {
+    let bytes = raw(env).await;
+    let octets = match ip.parse::<std::net::IpAddr>().expect("an IP") {
+        std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+        std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    assert!(
+        !contains(&bytes, ip.as_bytes()),
+        "{ip} is on a stream as text"
+    );
+    assert!(!contains(&bytes, &octets), "{ip} is on a stream as bytes");
+}
+
+/// Waits (bounded) until the streams hold at least `n` clicks, and returns them.
+async fn wait_events(env: &TestEnv, n: usize) -> Vec<ClickEvent> {
+    eventually(&format!("{n} clicks"), || async {
+        events(env).await.len() >= n
+    })
+    .await;
+    events(env).await
+}
+
+/// The click whose referrer is `referrer` (tests tag each request with one).
+fn tagged<'a>(events: &'a [ClickEvent], referrer: &str) -> &'a ClickEvent {
+    let found: Vec<&ClickEvent> = events
         .iter()
-        .filter(|e| e.get("r").map(String::as_str) == Some(referrer))
+        .filter(|e| e.referrer.as_deref() == Some(referrer))
         .collect();
-    assert_eq!(found.len(), 1, "one entry tagged {referrer}: {entries:?}");
+    assert_eq!(found.len(), 1, "one click tagged {referrer}: {events:?}");
     found[0]
 }
 
@@ -93,7 +128,7 @@ async fn click_from(app: &RunningApp, path: &str, ip: &str, referrer: &str) -> S
 }
 
 #[tokio::test]
-async fn a_redirect_becomes_one_entry_with_code_time_headers_truncated_ip_and_visitor() {
+async fn a_redirect_becomes_one_click_with_code_time_headers_truncated_ip_and_visitor() {
     let env = TestEnv::start().await;
     insert(&env, "clicked", "https://example.com/c", None).await;
     let app = spawn_redirect(&env, &[TRUST_LOOPBACK]).await;
@@ -103,26 +138,21 @@ async fn a_redirect_becomes_one_entry_with_code_time_headers_truncated_ip_and_vi
     let after = Utc::now().timestamp_millis();
 
     assert_eq!(status, StatusCode::FOUND);
-    let entry = wait_entries(&env, 1).await.remove(0);
-    assert_eq!(entry["c"], "clicked");
-    let at: i64 = entry["t"].parse().expect("milliseconds");
+    let event = wait_events(&env, 1).await.remove(0);
+    assert_eq!(event.code, "clicked");
+    let at = event.at.timestamp_millis();
     assert!(
         (before..=after).contains(&at),
         "{before} <= {at} <= {after}"
     );
-    assert_eq!(entry["r"], "https://news.example/a");
-    assert_eq!(entry["u"], BROWSER);
-    assert_eq!(entry["i"], "203.0.113.0");
-    let visitor = &entry["v"];
-    assert_eq!(visitor.len(), 32, "{visitor}");
-    assert!(visitor.bytes().all(|b| b.is_ascii_hexdigit()), "{visitor}");
-    assert!(
-        entry.values().all(|v| !v.contains("203.0.113.77")),
-        "the full IP is nowhere: {entry:?}"
-    );
+    assert_eq!(event.referrer.as_deref(), Some("https://news.example/a"));
+    assert_eq!(event.user_agent.as_deref(), Some(BROWSER));
+    assert_eq!(event.ip_prefix, Some("203.0.113.0".parse().expect("an IP")));
+    assert!(event.visitor.is_some());
+    assert_nowhere(&env, "203.0.113.77").await;
     // Stopped (and so flushed): still exactly one.
     app.stop().await.expect("clean stop");
-    assert_eq!(entries(&env).await.len(), 1);
+    assert_eq!(events(&env).await.len(), 1);
 }
 
 #[tokio::test]
@@ -140,12 +170,12 @@ async fn an_ipv6_client_is_kept_as_its_48() {
     .await;
 
     assert_eq!(status, StatusCode::FOUND);
-    let entry = wait_entries(&env, 1).await.remove(0);
-    assert_eq!(entry["i"], "2001:db8:abcd::");
-    assert!(
-        entry.values().all(|v| !v.contains("2001:db8:abcd:1234")),
-        "{entry:?}"
+    let event = wait_events(&env, 1).await.remove(0);
+    assert_eq!(
+        event.ip_prefix,
+        Some("2001:db8:abcd::".parse().expect("an IP"))
     );
+    assert_nowhere(&env, "2001:db8:abcd:1234::1").await;
 }
 
 #[tokio::test]
@@ -180,11 +210,7 @@ async fn only_get_redirects_and_expired_answers_make_clicks() {
     assert_eq!(gone.status(), StatusCode::GONE);
     assert_eq!(first.status(), StatusCode::FOUND);
     assert_eq!(used_up.status(), StatusCode::GONE);
-    let mut codes: Vec<String> = entries(&env)
-        .await
-        .into_iter()
-        .map(|e| e["c"].clone())
-        .collect();
+    let mut codes: Vec<String> = events(&env).await.into_iter().map(|e| e.code).collect();
     codes.sort();
     assert_eq!(codes, ["expired", "once", "once"]);
 }
@@ -230,29 +256,26 @@ async fn privacy_signals_drop_the_visitor_and_hashes_follow_the_full_ip_and_agen
     }
     app.stop().await.expect("clean stop");
 
-    let all = entries(&env).await;
+    let all = events(&env).await;
     assert_eq!(all.len(), 6, "{all:?}");
-    let visitor = |tag| tagged(&all, tag).get("v").cloned();
+    let visitor = |tag| tagged(&all, tag).visitor;
     let first = visitor("r:first").expect("a visitor hash");
-    assert_eq!(visitor("r:again"), Some(first.clone()), "same IP and agent");
+    assert_eq!(visitor("r:again"), Some(first), "same IP and agent");
     let neighbour = visitor("r:neighbour").expect("a visitor hash");
     assert_ne!(neighbour, first, "another IP of the same /24");
     let other_agent = visitor("r:other-agent").expect("a visitor hash");
     assert_ne!(other_agent, first, "another agent");
     for tag in ["r:dnt", "r:gpc"] {
-        let entry = tagged(&all, tag);
-        assert_eq!(entry.get("v"), None, "{tag}: {entry:?}");
+        let event = tagged(&all, tag);
+        assert_eq!(event.visitor, None, "{tag}: {event:?}");
         assert_eq!(
-            entry["i"], "203.0.113.0",
+            event.ip_prefix,
+            Some("203.0.113.0".parse().expect("an IP")),
             "{tag}: still counted, by network"
         );
     }
-    for entry in &all {
-        assert!(
-            entry.values().all(|v| !v.contains("203.0.113.7")),
-            "{entry:?}"
-        );
-    }
+    assert_nowhere(&env, "203.0.113.77").await;
+    assert_nowhere(&env, "203.0.113.78").await;
 }
 
 #[tokio::test]
@@ -275,9 +298,15 @@ async fn long_referrers_and_user_agents_are_cut_to_their_bound() {
         .expect("GET");
 
     assert_eq!(response.status(), StatusCode::FOUND);
-    let entry = wait_entries(&env, 1).await.remove(0);
-    assert_eq!(entry["r"], referrer[..MAX_REFERRER_BYTES]);
-    assert_eq!(entry["u"], agent[..MAX_USER_AGENT_BYTES]);
+    let event = wait_events(&env, 1).await.remove(0);
+    assert_eq!(
+        event.referrer.as_deref(),
+        Some(&referrer[..MAX_REFERRER_BYTES])
+    );
+    assert_eq!(
+        event.user_agent.as_deref(),
+        Some(&agent[..MAX_USER_AGENT_BYTES])
+    );
 }
 
 #[tokio::test]
@@ -292,7 +321,7 @@ async fn with_capture_off_redirects_leave_no_entries() {
     }
     app.stop().await.expect("clean stop");
 
-    assert!(entries(&env).await.is_empty());
+    assert!(raw(&env).await.is_empty());
 }
 
 #[tokio::test]
@@ -324,7 +353,7 @@ async fn with_redis_down_redirects_work_clicks_queue_then_drop_and_capture_resum
     let dropped = |reason| [("reason", reason)];
     let start = scrape(base).await;
     assert_eq!(redirect("r:up".to_owned()).await.0, StatusCode::FOUND);
-    wait_entries(&env, 1).await;
+    wait_events(&env, 1).await;
 
     proxy.set(Fault::Reset);
     const DOWN: usize = 20;
@@ -347,17 +376,20 @@ async fn with_redis_down_redirects_work_clicks_queue_then_drop_and_capture_resum
     proxy.set(Fault::None);
     // The held batch and the queue go out first (a click sent now could find it still full).
     let kept = 1 + DOWN - queue_full as usize;
-    wait_entries(&env, kept).await;
+    wait_events(&env, kept).await;
     assert_eq!(redirect("r:back".to_owned()).await.0, StatusCode::FOUND);
     eventually("the click after the outage lands", || async {
-        entries(&env).await.iter().any(|e| e["r"] == "r:back")
+        events(&env)
+            .await
+            .iter()
+            .any(|e| e.referrer.as_deref() == Some("r:back"))
     })
     .await;
     // Every click is accounted for: in a stream, or dropped and counted, none twice.
     let end = scrape(base).await;
     let dropped_total =
         end.sum(names::CLICK_EVENTS_DROPPED, &[]) - start.sum(names::CLICK_EVENTS_DROPPED, &[]);
-    let landed = entries(&env).await.len();
+    let landed = events(&env).await.len();
     assert_eq!(
         landed as f64 + dropped_total,
         (DOWN + 2) as f64,
@@ -411,7 +443,7 @@ async fn stream_len(env: &TestEnv, shard: u16) -> usize {
 }
 
 #[tokio::test]
-async fn batches_go_round_robin_over_the_streams_in_the_shared_format() {
+async fn each_batch_is_one_entry_round_robin_over_the_streams_in_the_shared_format() {
     let env = TestEnv::start().await;
     let mut shipper = shipper(&env, &[("KURZ_CLICK_STREAMS", "2")]);
     let events: Vec<ClickEvent> = (0..3).map(event).collect();
@@ -425,21 +457,9 @@ async fn batches_go_round_robin_over_the_streams_in_the_shared_format() {
     assert!(matches!(third, Outcome::Shipped(2)), "{third:?}");
     assert_eq!(
         (stream_len(&env, 0).await, stream_len(&env, 1).await),
-        (5, 1)
+        (2, 1)
     );
-    let decoded: Vec<ClickEvent> = stream(&env, 0)
-        .await
-        .iter()
-        .map(|entry| {
-            let fields: Vec<(String, Vec<u8>)> = entry
-                .map
-                .keys()
-                .map(|k| (k.clone(), entry.get(k).expect("bytes")))
-                .collect();
-            ClickEvent::from_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
-                .expect("an event")
-        })
-        .collect();
+    let decoded: Vec<ClickEvent> = stream(&env, 0).await.iter().flat_map(decode).collect();
     let expected: Vec<ClickEvent> = events.iter().chain(&events[1..]).cloned().collect();
     assert_eq!(
         decoded, expected,
@@ -448,7 +468,7 @@ async fn batches_go_round_robin_over_the_streams_in_the_shared_format() {
 }
 
 #[tokio::test]
-async fn each_stream_is_trimmed_to_about_its_maxlen() {
+async fn each_stream_keeps_about_its_maxlen_of_clicks() {
     let env = TestEnv::start().await;
     let mut shipper = shipper(
         &env,
@@ -457,16 +477,17 @@ async fn each_stream_is_trimmed_to_about_its_maxlen() {
             ("KURZ_CLICK_STREAM_MAXLEN", "1000"),
         ],
     );
-    let events: Vec<ClickEvent> = (0..1_000).map(event).collect();
+    let events: Vec<ClickEvent> = (0..100).map(event).collect();
 
-    for _ in 0..3 {
+    for _ in 0..30 {
         let outcome = shipper.ship(&events).await;
-        assert!(matches!(outcome, Outcome::Shipped(1_000)), "{outcome:?}");
+        assert!(matches!(outcome, Outcome::Shipped(100)), "{outcome:?}");
     }
 
-    // `MAXLEN ~` trims whole nodes only (100 entries each by default), never below the bound.
-    let len = stream_len(&env, 0).await;
-    assert!((1_000..1_200).contains(&len), "{len} entries");
+    // 3,000 clicks shipped, in entries of 100: trimmed to 10 entries. `MAXLEN ~` trims whole
+    // nodes only, and never below the bound.
+    let kept: usize = stream(&env, 0).await.iter().map(|e| decode(e).len()).sum();
+    assert!((1_000..1_200).contains(&kept), "{kept} clicks");
 }
 
 #[tokio::test]
@@ -475,7 +496,7 @@ async fn a_batch_redis_cannot_be_reached_for_is_not_sent_and_one_it_refuses_is_r
     let mut shipper = shipper(&env, &[("KURZ_CLICK_STREAMS", "1")]);
     let events: Vec<ClickEvent> = (0..2).map(event).collect();
     let mut conn = env.redis_conn().await;
-    // A key of the wrong type: every XADD to it fails inside the transaction.
+    // A key of the wrong type: an XADD to it fails.
     let () = redis::cmd("SET")
         .arg(stream_key(0))
         .arg("not a stream")
