@@ -76,7 +76,8 @@ pub struct ClickSettings {
     /// a redirect costs what it did before click analytics (the bench compares the two).
     pub capture: bool,
     /// `KURZ_CLICK_QUEUE_CAPACITY`: clicks held in memory on their way to Redis (default
-    /// 65,536, 1 to 10,000,000; at most about 1.1 KB each). Past it, clicks are dropped and
+    /// 65,536, 1 to 10,000,000; at most about 1.1 KB each, and the 128-byte slots are
+    /// allocated at start, 8 MB at the default). Past it, clicks are dropped and
     /// counted (`kurz_click_events_dropped_total{reason="queue_full"}`), never waited for.
     pub queue_capacity: usize,
     /// `KURZ_CLICK_BATCH`: the most clicks sent to Redis in one stream entry (default 512, 1
