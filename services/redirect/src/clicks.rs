@@ -70,10 +70,12 @@ use crate::settings::ClickSettings;
 /// waits for it, and a timeout costs a whole batch (`unconfirmed`).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How often the shipper takes what is queued: at most 200 sends a second however clicks
-/// trickle in (more only when a batch fills sooner), for a delay no reader of hourly counts
-/// can see.
-pub const LINGER: Duration = Duration::from_millis(5);
+/// How often the shipper takes what is queued: at most 50 sends a second however clicks
+/// trickle in (more only when batches fill sooner), for a delay no reader of hourly counts
+/// can see. Each send has a fixed cost (a timer wake-up, a `PING` and an `XADD` round trip):
+/// at 5 ms the shipper's thread took 5% of the service's CPU under redirect-hot, at 20 ms
+/// 3.7%.
+pub const LINGER: Duration = Duration::from_millis(20);
 
 /// How long a graceful stop waits for the queue to reach Redis.
 pub const FLUSH_BOUND: Duration = Duration::from_secs(2);
