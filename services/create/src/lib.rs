@@ -14,6 +14,7 @@
 //! - [`manage`]: editing links (`PATCH /api/v1/links/{code}`), listing and counting them.
 //! - [`stats`]: click analytics, `GET /api/v1/links/{code}/stats` and `GET /api/v1/stats`,
 //!   with the time-zone bucket arithmetic.
+//! - [`qr`]: `GET /api/v1/links/{code}/qr`, a link's QR code as SVG or PNG, with an `ETag`.
 //! - [`admin`]: accounts and API keys (`/api/v1/accounts`, `/api/v1/keys`).
 //! - [`openapi`]: the OpenAPI document generated from the handlers' annotations, served at
 //!   `/api/v1/openapi.json` and `/docs`, and the 404/405 of requests no route takes.
@@ -30,6 +31,7 @@ pub mod import;
 pub mod keys;
 pub mod manage;
 pub mod openapi;
+pub mod qr;
 pub mod request;
 pub mod routes;
 pub mod settings;

@@ -202,6 +202,7 @@ fn api() -> Scope<
         .service(routes::delete)
         .service(routes::disable)
         .service(routes::enable)
+        .service(crate::qr::link_qr)
         .service(crate::stats::link_stats)
         .service(crate::stats::account_stats)
         .service(admin::create_account)

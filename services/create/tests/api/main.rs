@@ -16,6 +16,7 @@ mod links;
 mod listing;
 mod metrics;
 mod openapi;
+mod qr;
 mod ratelimit;
 mod resilience;
 mod stats;
