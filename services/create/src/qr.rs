@@ -17,7 +17,7 @@ use fast_qr::ECL;
 use fast_qr::convert::Builder as _;
 use fast_qr::convert::svg::SvgBuilder;
 use fast_qr::qr::{QRBuilder, QRCode};
-use kurz_repository::{LinkRepository as _, RepoError};
+use kurz_repository::RepoError;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use utoipa::{IntoParams, ToSchema};
@@ -156,15 +156,7 @@ pub async fn link_qr(
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
     let wanted = query.checked()?;
-    if !kurz_repository::codes::is_well_formed(&code) {
-        return Err(ApiError::NotFound);
-    }
-    let link = state
-        .repo
-        .find(&code)
-        .await?
-        .filter(|link| caller.owner().covers(link.owner_id))
-        .ok_or(ApiError::NotFound)?;
+    let link = state.own_link(&code, caller.owner()).await?;
     let url = scan_url(&state.view(link).short_url);
     let tag = entity_tag(&url, wanted);
     if is_current(&request, &tag) {

@@ -8,7 +8,7 @@ use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, route, web};
 use chrono::{DateTime, Utc};
 use kurz_repository::{
-    CachedLink, CodeSource, IdempotentCreate, Link, LinkCache, LinkRepository, NewLink,
+    CachedLink, CodeSource, IdempotentCreate, Link, LinkCache, LinkRepository, NewLink, Owner,
     PgRepository, RedisCache, RepoError,
 };
 use serde::{Deserialize, Serialize};
@@ -97,6 +97,19 @@ impl LinkStatus {
 }
 
 impl State {
+    /// The link `code` if `owner` may see it. Malformed, unknown and deleted codes and other
+    /// accounts' links are all 404, so a link's existence is never confirmed to a stranger.
+    pub(crate) async fn own_link(&self, code: &str, owner: Owner) -> Result<Link, ApiError> {
+        if !kurz_repository::codes::is_well_formed(code) {
+            return Err(ApiError::NotFound);
+        }
+        self.repo
+            .find(code)
+            .await?
+            .filter(|link| owner.covers(link.owner_id))
+            .ok_or(ApiError::NotFound)
+    }
+
     pub(crate) fn view(&self, link: Link) -> LinkView {
         self.view_at(link, Utc::now())
     }
@@ -289,15 +302,7 @@ pub async fn get(
     code: web::Path<String>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
-    if !kurz_repository::codes::is_well_formed(&code) {
-        return Err(ApiError::NotFound);
-    }
-    let link = state
-        .repo
-        .find(&code)
-        .await?
-        .filter(|link| caller.owner().covers(link.owner_id))
-        .ok_or(ApiError::NotFound)?;
+    let link = state.own_link(&code, caller.owner()).await?;
     Ok(HttpResponse::Ok().json(state.view(link)))
 }
 
