@@ -208,6 +208,7 @@ impl GeoIp {
 mod tests {
     use super::*;
     use chrono::Utc;
+    use kurz_repository::clicks::ClickSource;
 
     const CHROME_WINDOWS: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
         (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
@@ -239,6 +240,7 @@ mod tests {
             user_agent: agent.map(str::to_owned),
             ip_prefix: Some("203.0.113.0".parse().expect("valid")),
             visitor: None,
+            source: ClickSource::Link,
         }
     }
 

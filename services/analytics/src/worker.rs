@@ -406,6 +406,7 @@ impl Worker {
                 (Dimension::Browser, &*class.browser),
                 (Dimension::Os, &*class.os),
                 (Dimension::Device, class.device),
+                (Dimension::Source, event.source.as_str()),
             ],
         });
     }

@@ -309,6 +309,8 @@ pub struct TopLists {
     pub os: Vec<TopEntry>,
     /// `desktop`, `mobile`, `tablet`, `bot` or `other`.
     pub devices: Vec<TopEntry>,
+    /// `link` (the short URL) or `qr` (a scan of its QR code).
+    pub sources: Vec<TopEntry>,
 }
 
 impl TopLists {
@@ -322,6 +324,7 @@ impl TopLists {
                 Dimension::Browser => &mut lists.browsers,
                 Dimension::Os => &mut lists.os,
                 Dimension::Device => &mut lists.devices,
+                Dimension::Source => &mut lists.sources,
             };
             list.push(TopEntry {
                 value: value.value.clone(),

@@ -48,7 +48,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use kurz_http::backoff::Backoff;
 use kurz_repository::clicks::{
-    ClickEvent, MAX_REFERRER_BYTES, MAX_USER_AGENT_BYTES, entry_fields, stream_key, truncate_ip,
+    ClickEvent, ClickSource, MAX_REFERRER_BYTES, MAX_USER_AGENT_BYTES, entry_fields, stream_key,
+    truncate_ip,
 };
 use kurz_settings::{RedisSettings, TrustedProxies};
 use kurz_telemetry::metrics::names;
@@ -148,7 +149,11 @@ impl Capture {
         let ip = request
             .peer_addr()
             .map(|peer| kurz_http::client_ip::client_ip(peer.ip(), headers, &self.trusted));
-        match self.queue.try_send(Captured::new(code, at, ip, headers)) {
+        let scan = crate::query::is_scan(request.query_string().as_bytes());
+        match self
+            .queue
+            .try_send(Captured::new(code, at, ip, headers, scan))
+        {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => self.queue_full.increment(1),
             // Only after the shipper stopped, which is after the server drained.
@@ -176,6 +181,8 @@ struct Captured {
     ip: Option<IpAddr>,
     /// `DNT: 1` or `Sec-GPC: 1`: no visitor hash.
     private: bool,
+    /// The request came from the link's QR code (`qr=1`).
+    scan: bool,
     /// The code, then the kept `Referer`, then the kept `User-Agent`: one allocation a click.
     text: Box<[u8]>,
     code_len: usize,
@@ -188,7 +195,13 @@ struct Captured {
 }
 
 impl Captured {
-    fn new(code: &str, at: DateTime<Utc>, ip: Option<IpAddr>, headers: &HeaderMap) -> Self {
+    fn new(
+        code: &str,
+        at: DateTime<Utc>,
+        ip: Option<IpAddr>,
+        headers: &HeaderMap,
+        scan: bool,
+    ) -> Self {
         let referrer = headers
             .get(REFERER)
             .map(|v| cut(v.as_bytes(), MAX_REFERRER_BYTES));
@@ -207,6 +220,7 @@ impl Captured {
             at,
             ip,
             private: says_one(headers, &DNT) || says_one(headers, &SEC_GPC),
+            scan,
             text: text.into_boxed_slice(),
             code_len: code.len(),
             referrer_len: referrer.map(<[u8]>::len),
@@ -505,6 +519,11 @@ impl Shipper {
             user_agent: click.agent().map(text),
             ip_prefix: click.ip.map(truncate_ip),
             visitor,
+            source: if click.scan {
+                ClickSource::Qr
+            } else {
+                ClickSource::Link
+            },
         }
     }
 
@@ -690,7 +709,7 @@ mod tests {
             .insert_header((SEC_GPC, "1"))
             .to_http_request();
         let now = at("2026-12-01T12:00:00Z");
-        let click = Captured::new("abc123", now, None, request.headers());
+        let click = Captured::new("abc123", now, None, request.headers(), false);
         assert_eq!(click.code(), b"abc123");
         assert_eq!(
             click.referrer(),
@@ -701,7 +720,7 @@ mod tests {
         let plain = TestRequest::get()
             .insert_header((DNT, "0"))
             .to_http_request();
-        let click = Captured::new("abc123", now, None, plain.headers());
+        let click = Captured::new("abc123", now, None, plain.headers(), false);
         assert!(!click.private, "DNT: 0 asks for nothing");
         assert_eq!((click.referrer(), click.agent()), (None, None));
     }

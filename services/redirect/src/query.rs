@@ -12,6 +12,8 @@
 //!   parser would percent-encode anyway (controls, space, `"`, `#`, `<`, `>`, `'`, non-ASCII):
 //!   so the `Location` is a valid header and a URL that browsers read as we wrote it.
 //! - The target's fragment stays last (a request never carries one).
+//! - The request's `qr` parameters are never forwarded: `qr=1` marks a scan of the link's QR
+//!   code ([`is_scan`]), which is Kurz's to count, not the target's to see.
 //! - No request query (or only `&`s): the target unchanged, with nothing built.
 //! - Longer than [`MAX_LOCATION_LEN`] once merged: [`Merge::TooLong`], which the handler
 //!   answers 414, rather than silently dropping what the link's owner asked to forward.
@@ -41,9 +43,18 @@ pub enum Merge {
     TooLong,
 }
 
+/// The parameter that the QR codes of `GET /api/v1/links/{code}/qr` add to the short URL.
+pub const SCAN_PARAMETER: &[u8] = b"qr";
+
+/// Whether a request's raw `query` says it came from a QR code: a `qr` parameter (named as
+/// a decoder reads it) with the value `1`.
+pub fn is_scan(query: &[u8]) -> bool {
+    pairs(query).any(|pair| same_name(pair, SCAN_PARAMETER) && split_at(pair, b'=').1 == Some(b"1"))
+}
+
 /// `target` (a stored URL) with the request's raw `query` merged in, by the module's rules.
 pub fn merge(target: &[u8], query: &[u8]) -> Merge {
-    if pairs(query).next().is_none() {
+    if forwarded(query).next().is_none() {
         return Merge::Unchanged;
     }
     let (rest, fragment) = split_at(target, b'#');
@@ -56,13 +67,13 @@ pub fn merge(target: &[u8], query: &[u8]) -> Merge {
     location.extend_from_slice(base);
     let mut separator = b'?';
     for pair in pairs(target_query.unwrap_or_default()) {
-        if !pairs(query).any(|theirs| same_name(pair, theirs)) {
+        if !forwarded(query).any(|theirs| same_name(pair, theirs)) {
             location.push(separator);
             location.extend_from_slice(pair);
             separator = b'&';
         }
     }
-    for pair in pairs(query) {
+    for pair in forwarded(query) {
         location.push(separator);
         push_query_bytes(&mut location, pair);
         separator = b'&';
@@ -88,6 +99,11 @@ pub fn merge(target: &[u8], query: &[u8]) -> Merge {
 /// The non-empty `&`-separated segments of a query.
 fn pairs(query: &[u8]) -> impl Iterator<Item = &[u8]> {
     query.split(|&b| b == b'&').filter(|pair| !pair.is_empty())
+}
+
+/// The request's pairs that are forwarded: all but [`SCAN_PARAMETER`]'s.
+fn forwarded(query: &[u8]) -> impl Iterator<Item = &[u8]> {
+    pairs(query).filter(|pair| !same_name(pair, SCAN_PARAMETER))
 }
 
 /// `bytes` before and after the first `separator`, which is in neither.
@@ -181,6 +197,29 @@ mod tests {
             Merge::Unchanged => target.to_owned(),
             Merge::Merged(location) => location.to_str().expect("ascii").to_owned(),
             Merge::TooLong => panic!("too long"),
+        }
+    }
+
+    #[test]
+    fn the_scan_marker_is_never_forwarded_and_the_targets_own_qr_stays() {
+        assert_eq!(merged("https://t.example/", "qr=1"), "https://t.example/");
+        assert_eq!(
+            merged("https://t.example/?a=1", "qr=1&utm=x&%71r=2"),
+            "https://t.example/?a=1&utm=x"
+        );
+        assert_eq!(
+            merged("https://t.example/?qr=owner", "qr=1&b=2"),
+            "https://t.example/?qr=owner&b=2"
+        );
+    }
+
+    #[test]
+    fn only_qr_1_is_a_scan() {
+        for scan in ["qr=1", "a=b&qr=1", "%71r=1"] {
+            assert!(is_scan(scan.as_bytes()), "{scan}");
+        }
+        for not_scan in ["", "qr", "qr=", "qr=0", "qr=11", "xqr=1", "a=qr=1"] {
+            assert!(!is_scan(not_scan.as_bytes()), "{not_scan}");
         }
     }
 

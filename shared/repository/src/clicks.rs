@@ -20,6 +20,7 @@
 //! | `user_agent` | the `User-Agent` header, at most [`MAX_USER_AGENT_BYTES`], or none |
 //! | `ip_prefix` | the client IP truncated to its /24 (IPv4) or /48 (IPv6), or none |
 //! | `visitor` | the visitor hash, 16 bytes; none with `DNT: 1` or `Sec-GPC: 1` |
+//! | `source` | `link` (0) or `qr` (1): a scan of the link's QR code, whose URL carries `qr=1` |
 //!
 //! Readers ignore entry fields they do not know, so a later format (`e2`) can be written
 //! beside `e1` during an upgrade and the old field dropped once every reader knows the new one.
@@ -73,6 +74,27 @@ pub struct ClickEvent<S = String> {
     /// Already truncated ([`truncate_ip`]).
     pub ip_prefix: Option<IpAddr>,
     pub visitor: Option<[u8; 16]>,
+    pub source: ClickSource,
+}
+
+/// How a click reached the link: the `source` dimension of the stats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClickSource {
+    /// The short URL itself.
+    #[default]
+    Link,
+    /// The link's QR code (the short URL with `qr=1`).
+    Qr,
+}
+
+impl ClickSource {
+    /// The value in the `source` dimension.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Link => "link",
+            Self::Qr => "qr",
+        }
+    }
 }
 
 /// Why a stream entry is not a batch of click events.
@@ -166,15 +188,17 @@ pub enum Dimension {
     Browser,
     Os,
     Device,
+    Source,
 }
 
 impl Dimension {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Referrer,
         Self::Country,
         Self::Browser,
         Self::Os,
         Self::Device,
+        Self::Source,
     ];
 
     /// The name in `click_daily.dimension`.
@@ -185,6 +209,7 @@ impl Dimension {
             Self::Browser => "browser",
             Self::Os => "os",
             Self::Device => "device",
+            Self::Source => "source",
         }
     }
 
@@ -205,6 +230,7 @@ mod tests {
             user_agent: Some("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)".to_owned()),
             ip_prefix: Some("203.0.113.0".parse().expect("valid")),
             visitor: Some([0xab; 16]),
+            source: ClickSource::Qr,
         }
     }
 
@@ -237,6 +263,7 @@ mod tests {
             user_agent: owned.user_agent.as_deref(),
             ip_prefix: owned.ip_prefix,
             visitor: owned.visitor,
+            source: owned.source,
         };
         assert_eq!(entry_fields(&[borrowed]), entry_fields(&[owned]));
     }

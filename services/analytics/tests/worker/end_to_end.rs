@@ -22,6 +22,8 @@ struct Profile {
     referrer: Option<&'static str>,
     ip: &'static str,
     clicks: usize,
+    /// Scans of the link's QR code (its URL carries `qr=1`), not clicks on the link.
+    scans: bool,
 }
 
 const PROFILES: [Profile; 4] = [
@@ -30,24 +32,28 @@ const PROFILES: [Profile; 4] = [
         referrer: Some("https://news.example/story/1"),
         ip: "203.0.113.7",
         clicks: 5,
+        scans: false,
     },
     Profile {
         agent: SAFARI_IPHONE,
         referrer: Some("https://Social.Example/p/42"),
         ip: "198.51.100.9",
         clicks: 3,
+        scans: true,
     },
     Profile {
         agent: FIREFOX_MAC,
         referrer: Some("https://news.example/story/2"),
         ip: "203.0.113.200",
         clicks: 4,
+        scans: false,
     },
     Profile {
         agent: GOOGLEBOT,
         referrer: None,
         ip: "2001:db8::5",
         clicks: 2,
+        scans: false,
     },
 ];
 
@@ -86,8 +92,13 @@ async fn click_through(
     let mut n = 0;
     for profile in &PROFILES {
         for _ in 0..profile.clicks {
+            let path = if profile.scans {
+                format!("/{code}?qr=1")
+            } else {
+                format!("/{code}")
+            };
             let mut request = client
-                .get(redirects[n % 2].url(&format!("/{code}")))
+                .get(redirects[n % 2].url(&path))
                 .header("user-agent", profile.agent)
                 .header("x-forwarded-for", profile.ip);
             if let Some(referrer) = profile.referrer {
@@ -195,6 +206,7 @@ async fn clicks_through_two_redirect_instances_show_exactly_once_in_the_stats_sp
         top(&all, "countries"),
         counts(&[("DE", 9), ("US", 3), ("JP", 2)])
     );
+    assert_eq!(top(&all, "sources"), counts(&[("link", 11), ("qr", 3)]));
     assert_eq!(
         top(&all, "browsers"),
         counts(&[

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::{self, AsyncCommands};
 use kurz_analytics::{Outcome, Settings, Worker};
-use kurz_repository::clicks::{ClickEvent, GROUP, entry_fields, stream_key};
+use kurz_repository::clicks::{ClickEvent, ClickSource, GROUP, entry_fields, stream_key};
 use kurz_repository::{Behaviour, LinkRepository, NewLink};
 use kurz_settings::Source;
 use kurz_testkit::TestEnv;
@@ -52,6 +52,7 @@ pub fn click(code: &str) -> ClickEvent {
         user_agent: Some(CHROME_WINDOWS.to_owned()),
         ip_prefix: None,
         visitor: None,
+        source: ClickSource::Link,
     }
 }
 

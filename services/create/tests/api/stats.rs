@@ -153,6 +153,11 @@ async fn a_links_totals_series_and_top_lists_are_the_exact_sums_of_its_rows_with
     rows.day(&code, "2026-03-03", "referrer", "blog.example", [4, 0])
         .await;
     rows.day(&code, "2026-03-01", "country", "DE", [7, 1]).await;
+    rows.day(&code, "2026-03-01", "source", "link", [5, 1])
+        .await;
+    rows.day(&code, "2026-03-03", "source", "qr", [2, 0]).await;
+    rows.day(&code, "2026-03-03", "source", "link", [1, 0])
+        .await;
     rows.day(&code, "2026-03-04", "country", "FR", [50, 0])
         .await;
     rows.day(&other, "2026-03-02", "browser", "Firefox", [50, 0])
@@ -189,6 +194,7 @@ async fn a_links_totals_series_and_top_lists_are_the_exact_sums_of_its_rows_with
             "browsers": [],
             "os": [],
             "devices": [],
+            "sources": [{ "value": "link", "clicks": 6 }, { "value": "qr", "clicks": 2 }],
         })
     );
 }

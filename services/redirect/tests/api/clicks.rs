@@ -9,8 +9,8 @@ use deadpool_redis::redis;
 use kurz_redirect::Settings;
 use kurz_redirect::clicks::{Outcome, Shipper, Visitors};
 use kurz_repository::clicks::{
-    ClickEvent, DEFAULT_STREAMS, MAX_REFERRER_BYTES, MAX_USER_AGENT_BYTES, events_from_fields,
-    stream_key,
+    ClickEvent, ClickSource, DEFAULT_STREAMS, MAX_REFERRER_BYTES, MAX_USER_AGENT_BYTES,
+    events_from_fields, stream_key,
 };
 use kurz_repository::{Behaviour, LinkRepository};
 use kurz_telemetry::metrics::names;
@@ -153,6 +153,49 @@ async fn a_redirect_becomes_one_click_with_code_time_headers_truncated_ip_and_vi
     // Stopped (and so flushed): still exactly one.
     app.stop().await.expect("clean stop");
     assert_eq!(events(&env).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_qr_scan_is_a_click_from_qr_and_its_marker_is_not_forwarded() {
+    let env = TestEnv::start().await;
+    let forwarding = Behaviour {
+        forward_query: true,
+        ..Behaviour::default()
+    };
+    insert_with(
+        &env,
+        "scanned",
+        "https://example.com/s?a=1",
+        None,
+        forwarding,
+    )
+    .await;
+    let app = spawn_redirect(&env, &[]).await;
+    let client = browser();
+
+    let scan = client
+        .get(app.url("/scanned?qr=1&utm_source=poster"))
+        .header(REFERER, "r:scan")
+        .send()
+        .await
+        .expect("GET");
+    let click = client
+        .get(app.url("/scanned"))
+        .header(REFERER, "r:click")
+        .send()
+        .await
+        .expect("GET");
+    app.stop().await.expect("clean stop");
+
+    assert_eq!(scan.status(), StatusCode::FOUND);
+    assert_eq!(
+        scan.headers()[LOCATION],
+        "https://example.com/s?a=1&utm_source=poster"
+    );
+    assert_eq!(click.headers()[LOCATION], "https://example.com/s?a=1");
+    let all = events(&env).await;
+    assert_eq!(tagged(&all, "r:scan").source, ClickSource::Qr);
+    assert_eq!(tagged(&all, "r:click").source, ClickSource::Link);
 }
 
 #[tokio::test]
@@ -430,6 +473,7 @@ fn event(i: usize) -> ClickEvent {
         user_agent: Some(BROWSER.to_owned()),
         ip_prefix: Some("198.51.100.0".parse().expect("valid")),
         visitor: Some([7; 16]),
+        source: ClickSource::Link,
     }
 }
 
