@@ -121,6 +121,7 @@ fn redirect_hit(c: &mut Criterion) {
             scan,
             visits: VisitGate::new(),
             clicks: None,
+            home: None,
         })
     });
     // The requests are built once: what is measured is the handler, not the test helper.

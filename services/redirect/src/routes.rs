@@ -30,6 +30,8 @@ pub struct State {
     pub visits: VisitGate,
     /// Click capture; `None` with `KURZ_CLICK_CAPTURE=off`.
     pub clicks: Option<Capture>,
+    /// `KURZ_HOME_URL` as a `Location`, for `/`.
+    pub home: Option<HeaderValue>,
 }
 
 impl State {
@@ -39,6 +41,16 @@ impl State {
         if let Some(clicks) = &self.clicks {
             clicks.click(request, code, now);
         }
+    }
+}
+
+/// `GET` or `HEAD /`: a 302 to `KURZ_HOME_URL`, never stored (the setting may change), or
+/// the 404 of any path that is not a code when it is unset. No click, and no scan budget
+/// spent: `/` is no code.
+pub async fn home(request: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    match &state.home {
+        Some(location) => found(StatusCode::FOUND, location.clone(), no_store()),
+        None => Page::NotFound.respond(&request),
     }
 }
 

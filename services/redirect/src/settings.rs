@@ -12,6 +12,7 @@ use kurz_settings::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use url::Url;
 
 /// The local stack serves redirects here.
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -27,7 +28,7 @@ pub struct Settings {
     pub clicks: ClickSettings,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RedirectSettings {
     /// `KURZ_REDIRECT_STATUS`: 301, 302 (default), 307 or 308, for links without a
     /// `redirect_status` of their own. 302 because a temporary redirect is re-asked by
@@ -58,6 +59,10 @@ pub struct RedirectSettings {
     /// `KURZ_SCAN_WINDOW_SECS`: the window of `KURZ_SCAN_BUDGET`, starting at an IP's first
     /// miss (default 60 s, at least 1, at most 86,400).
     pub scan_window: Duration,
+    /// `KURZ_HOME_URL`: where `/` sends people, an http(s) URL (the web page, once nginx puts
+    /// it at the short domain's root, or a marketing site). Unset: `/` is 404, as any path
+    /// that is not a code.
+    pub home_url: Option<Url>,
 }
 
 impl RedirectSettings {
@@ -113,6 +118,7 @@ struct Vars {
     local_cache_capacity: Option<u64>,
     scan_budget: Option<u32>,
     scan_window_secs: Option<u64>,
+    home_url: Option<String>,
     click_capture: Option<String>,
     click_queue_capacity: Option<usize>,
     click_batch: Option<usize>,
@@ -136,6 +142,7 @@ impl Settings {
     /// | `KURZ_LOCAL_CACHE_CAPACITY` | 100,000 | answers |
     /// | `KURZ_SCAN_BUDGET` | 100 | unknown codes per window, 0 (off) to 1,000,000 |
     /// | `KURZ_SCAN_WINDOW_SECS` | 60 | seconds, 1 to 86,400 |
+    /// | `KURZ_HOME_URL` | unset (`/` is 404) | an http(s) URL that `/` answers with a 302 to |
     /// | `KURZ_CLICK_CAPTURE` | `on` | `on` or `off` |
     /// | `KURZ_CLICK_QUEUE_CAPACITY` | 65,536 | clicks, 1 to 10,000,000 |
     /// | `KURZ_CLICK_BATCH` | 512 | clicks per stream entry, 1 to 10,000 |
@@ -190,9 +197,23 @@ impl Settings {
                     vars.scan_window_secs.unwrap_or(60),
                     1..=86_400,
                 )?),
+                home_url: vars.home_url.as_deref().map(home_url).transpose()?,
             },
         })
     }
+}
+
+/// `KURZ_HOME_URL`, checked: an absolute http(s) URL with a host.
+fn home_url(raw: &str) -> Result<Url, SettingsError> {
+    const VAR: &str = "KURZ_HOME_URL";
+    let url = Url::parse(raw).map_err(|e| SettingsError::invalid(VAR, format!("`{raw}`: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(SettingsError::invalid(
+            VAR,
+            format!("`{raw}` is not an http(s) URL with a host"),
+        ));
+    }
+    Ok(url)
 }
 
 impl ClickSettings {
@@ -350,6 +371,24 @@ mod tests {
         assert_eq!(edges.clicks.batch, 10_000);
         assert_eq!(edges.clicks.streams, MAX_STREAMS);
         assert_eq!(edges.clicks.stream_maxlen, 1_000);
+    }
+
+    #[test]
+    fn a_home_url_must_be_an_absolute_http_url() {
+        for bad in ["kurz.example", "/app", "ftp://kurz.example/", "https://"] {
+            let err = Settings::from_source(&Source::from_vars([("KURZ_HOME_URL", bad)]))
+                .expect_err("must fail");
+            assert!(err.to_string().contains("KURZ_HOME_URL"), "{bad}: {err}");
+        }
+        let set = Settings::from_source(&Source::from_vars([(
+            "KURZ_HOME_URL",
+            "https://kurz.example/app",
+        )]))
+        .expect("valid");
+        let home = set.redirect.home_url.expect("set");
+        assert_eq!(home.as_str(), "https://kurz.example/app");
+        let unset = Settings::from_source(&Source::from_vars::<&str, &str>([])).expect("valid");
+        assert_eq!(unset.redirect.home_url, None);
     }
 
     #[test]

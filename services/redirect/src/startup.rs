@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::TcpListener;
 
 use actix_web::dev::Server;
+use actix_web::http::header::HeaderValue;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
@@ -75,6 +76,13 @@ impl Application {
             scan,
             visits: VisitGate::new(),
             clicks: capture,
+            home: settings
+                .redirect
+                .home_url
+                .as_ref()
+                .map(|url| HeaderValue::from_str(url.as_str()))
+                .transpose()
+                .context("KURZ_HOME_URL as a Location header")?,
         });
         let listener = TcpListener::bind(settings.http.listen)
             .with_context(|| format!("binding {}", settings.http.listen))?;
@@ -88,6 +96,7 @@ impl Application {
                 .route("/healthz", kurz_http::get_or_head().to(kurz_http::healthz))
                 .route("/readyz", kurz_http::get_or_head().to(routes::readyz))
                 .route("/metrics", web::get().to(routes::metrics))
+                .route("/", kurz_http::get_or_head().to(routes::home))
                 // Every other path is a code (see `routes::redirect`).
                 .default_service(web::to(routes::redirect))
         })

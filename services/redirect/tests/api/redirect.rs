@@ -27,6 +27,32 @@ async fn a_known_code_redirects_with_302_to_its_target() {
 }
 
 #[tokio::test]
+async fn the_root_redirects_to_the_home_url_when_one_is_set_and_is_404_otherwise() {
+    let env = TestEnv::start().await;
+    let home = ("KURZ_HOME_URL", "https://kurz.example/app/");
+    let with_home = spawn_redirect(&env, &[home]).await;
+    let without = spawn_redirect(&env, &[]).await;
+    let client = http_client();
+
+    let get = client.get(with_home.url("/")).send().await.expect("GET");
+    let head = client.head(with_home.url("/")).send().await.expect("HEAD");
+    let post = client.post(with_home.url("/")).send().await.expect("POST");
+    let unset = client.get(without.url("/")).send().await.expect("GET");
+
+    for response in [&get, &head] {
+        assert_eq!(response.status(), StatusCode::FOUND);
+        assert_eq!(response.headers()[LOCATION], "https://kurz.example/app/");
+        assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
+    }
+    assert_eq!(
+        post.status(),
+        StatusCode::NOT_FOUND,
+        "as for any path, a POST is 404"
+    );
+    assert_eq!(unset.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn head_answers_like_get_without_a_body() {
     let env = TestEnv::start().await;
     insert(&env, "headme1", "https://example.com/", None).await;
