@@ -157,7 +157,7 @@ pub async fn link_qr(
 ) -> Result<HttpResponse, ApiError> {
     let wanted = query.checked()?;
     let link = state.own_link(&code, caller.owner()).await?;
-    let url = scan_url(&state.view(link).short_url);
+    let url = scan_url(&state.short_url(&link.code));
     let tag = entity_tag(&url, wanted);
     if is_current(&request, &tag) {
         return Ok(HttpResponse::NotModified()
@@ -187,8 +187,13 @@ fn scan_url(short_url: &str) -> String {
     format!("{short_url}?qr=1")
 }
 
-/// The strong `ETag` of `url` drawn as `wanted`.
+/// The strong `ETag` of `url` drawn as `wanted`. An SVG ignores `size`, so its tag does too:
+/// one image, one tag.
 fn entity_tag(url: &str, wanted: QrRequest) -> EntityTag {
+    let size = match wanted.format {
+        QrFormat::Png => wanted.size,
+        QrFormat::Svg => 0,
+    };
     let digest = Sha256::new()
         .chain_update(RENDERING)
         .chain_update([0])
@@ -196,7 +201,7 @@ fn entity_tag(url: &str, wanted: QrRequest) -> EntityTag {
         .chain_update([0])
         .chain_update(format!(
             "{:?}/{}/{}/{:?}",
-            wanted.format, wanted.size, wanted.margin, wanted.ec
+            wanted.format, size, wanted.margin, wanted.ec
         ))
         .finalize();
     let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
@@ -309,6 +314,11 @@ mod tests {
         let base = entity_tag(url, request(QrFormat::Png, 512));
         assert_eq!(base, entity_tag(url, request(QrFormat::Png, 512)));
         assert!(!base.weak);
+        assert_eq!(
+            entity_tag(url, request(QrFormat::Svg, 512)),
+            entity_tag(url, request(QrFormat::Svg, 1_024)),
+            "an SVG has no size"
+        );
         let others = [
             entity_tag(
                 "https://kurz.example/abc1235?qr=1",

@@ -110,6 +110,11 @@ impl State {
             .ok_or(ApiError::NotFound)
     }
 
+    /// The short URL of `code`: the public base URL (which ends in `/`) and the code.
+    pub(crate) fn short_url(&self, code: &str) -> String {
+        format!("{}{code}", self.public_base_url)
+    }
+
     pub(crate) fn view(&self, link: Link) -> LinkView {
         self.view_at(link, Utc::now())
     }
@@ -120,7 +125,7 @@ impl State {
         let status = LinkStatus::of(&link, now);
         let limited = link.behaviour.is_limited();
         LinkView {
-            short_url: format!("{}{}", self.public_base_url, link.code),
+            short_url: self.short_url(&link.code),
             status,
             disabled: link.disabled_at.is_some(),
             updated_at: link.updated_at.unwrap_or(link.created_at),

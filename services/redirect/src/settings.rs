@@ -8,7 +8,7 @@ use kurz_repository::cache::CacheTtl;
 use kurz_repository::clicks::{DEFAULT_STREAMS, MAX_STREAMS};
 use kurz_settings::{
     DatabaseSettings, HttpSettings, RedisSettings, SettingsError, Source, TelemetrySettings,
-    in_range, positive_millis, positive_secs,
+    http_url, in_range, positive_millis, positive_secs,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -197,23 +197,14 @@ impl Settings {
                     vars.scan_window_secs.unwrap_or(60),
                     1..=86_400,
                 )?),
-                home_url: vars.home_url.as_deref().map(home_url).transpose()?,
+                home_url: vars
+                    .home_url
+                    .as_deref()
+                    .map(|raw| http_url("KURZ_HOME_URL", raw))
+                    .transpose()?,
             },
         })
     }
-}
-
-/// `KURZ_HOME_URL`, checked: an absolute http(s) URL with a host.
-fn home_url(raw: &str) -> Result<Url, SettingsError> {
-    const VAR: &str = "KURZ_HOME_URL";
-    let url = Url::parse(raw).map_err(|e| SettingsError::invalid(VAR, format!("`{raw}`: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(SettingsError::invalid(
-            VAR,
-            format!("`{raw}` is not an http(s) URL with a host"),
-        ));
-    }
-    Ok(url)
 }
 
 impl ClickSettings {

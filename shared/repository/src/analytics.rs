@@ -105,7 +105,7 @@ pub struct Click<'a> {
     pub visitor: Option<[u8; 16]>,
     /// One value per dimension, each 1 to [`MAX_VALUE_BYTES`] bytes (longer ones are cut,
     /// empty ones stored as `(unknown)`).
-    pub values: [(Dimension, &'a str); 6],
+    pub values: [(Dimension, &'a str); Dimension::ALL.len()],
 }
 
 /// Humans and bots.

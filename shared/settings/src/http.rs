@@ -115,14 +115,7 @@ impl HttpSettings {
 
 fn parse_base_url(raw: &str) -> Result<Url, SettingsError> {
     const VAR: &str = "KURZ_PUBLIC_BASE_URL";
-    let mut url =
-        Url::parse(raw).map_err(|e| SettingsError::invalid(VAR, format!("`{raw}`: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(SettingsError::invalid(
-            VAR,
-            format!("`{raw}` is not an http(s) URL with a host"),
-        ));
-    }
+    let mut url = crate::http_url(VAR, raw)?;
     if url.query().is_some() || url.fragment().is_some() {
         return Err(SettingsError::invalid(
             VAR,

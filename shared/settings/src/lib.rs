@@ -97,6 +97,19 @@ pub fn socket_addr(variable: &'static str, raw: &str) -> Result<SocketAddr, Sett
         .map_err(|e| SettingsError::invalid(variable, format!("`{raw}` is not address:port: {e}")))
 }
 
+/// An absolute http(s) URL with a host, as written in `variable` (a base URL, a home page).
+pub fn http_url(variable: &'static str, raw: &str) -> Result<url::Url, SettingsError> {
+    let url = url::Url::parse(raw)
+        .map_err(|e| SettingsError::invalid(variable, format!("`{raw}`: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(SettingsError::invalid(
+            variable,
+            format!("`{raw}` is not an http(s) URL with a host"),
+        ));
+    }
+    Ok(url)
+}
+
 /// Whole seconds as written in a variable, checked to be positive (a zero TTL would disable
 /// what it bounds).
 pub fn positive_secs(variable: &'static str, secs: u64) -> Result<Duration, SettingsError> {

@@ -1,7 +1,7 @@
 //! PostgreSQL failing under the worker, and what `/metrics` shows.
 
 use kurz_analytics::Application;
-use kurz_testkit::{Fault, RunningApp, TestEnv};
+use kurz_testkit::{Fault, FaultProxy, RunningApp, TestEnv};
 
 use crate::*;
 
@@ -75,13 +75,19 @@ async fn the_metrics_endpoint_shows_outcomes_commits_lag_and_pending() {
     assert!(metrics.sum(names::ANALYTICS_EVENTS, &[("outcome", "unknown_link")]) >= 1.0);
 }
 
+/// The worker `w1`, reaching Redis through a fault proxy.
+async fn worker_via_redis_proxy(env: &TestEnv) -> (FaultProxy, Worker) {
+    let proxy = env.redis_proxy().await;
+    let worker =
+        worker_from(source(env, "w1").with("KURZ_REDIS_URL", env.redis_url_via(&proxy))).await;
+    (proxy, worker)
+}
+
 #[tokio::test]
 async fn while_redis_is_down_reads_fail_and_resume_when_it_is_back() {
     let env = TestEnv::start().await;
     let id = link(&env, "promo", None).await;
-    let proxy = env.redis_proxy().await;
-    let mut worker =
-        worker_from(source(&env, "w1").with("KURZ_REDIS_URL", env.redis_url_via(&proxy))).await;
+    let (proxy, mut worker) = worker_via_redis_proxy(&env).await;
     add(&env, 0, &click("promo")).await;
     proxy.set(Fault::Reset);
 
@@ -100,9 +106,7 @@ async fn while_redis_is_down_reads_fail_and_resume_when_it_is_back() {
 async fn entries_delivered_by_a_read_whose_reply_was_lost_are_read_back_after_it() {
     let env = TestEnv::start().await;
     let id = link(&env, "promo", None).await;
-    let proxy = env.redis_proxy().await;
-    let mut worker =
-        worker_from(source(&env, "w1").with("KURZ_REDIS_URL", env.redis_url_via(&proxy))).await;
+    let (proxy, mut worker) = worker_via_redis_proxy(&env).await;
     // A first step finds its own pending list empty.
     drain(&mut worker).await;
     add(&env, 0, &click("promo")).await;

@@ -117,14 +117,21 @@ fn tagged<'a>(events: &'a [ClickEvent], referrer: &str) -> &'a ClickEvent {
 
 /// `GET path` from the client `ip` (through the trusted loopback proxy), tagged `referrer`.
 async fn click_from(app: &RunningApp, path: &str, ip: &str, referrer: &str) -> StatusCode {
-    browser()
-        .get(app.url(path))
-        .header("X-Forwarded-For", ip)
-        .header(REFERER, referrer)
-        .send()
-        .await
-        .expect("GET")
-        .status()
+    tagged_get(app, path, Some(ip), referrer).await.status()
+}
+
+/// `GET path` tagged `referrer`, from the client `ip` if given.
+async fn tagged_get(
+    app: &RunningApp,
+    path: &str,
+    ip: Option<&str>,
+    referrer: &str,
+) -> reqwest::Response {
+    let mut request = browser().get(app.url(path)).header(REFERER, referrer);
+    if let Some(ip) = ip {
+        request = request.header("X-Forwarded-For", ip);
+    }
+    request.send().await.expect("GET")
 }
 
 #[tokio::test]
@@ -171,20 +178,9 @@ async fn a_qr_scan_is_a_click_from_qr_and_its_marker_is_not_forwarded() {
     )
     .await;
     let app = spawn_redirect(&env, &[]).await;
-    let client = browser();
 
-    let scan = client
-        .get(app.url("/scanned?qr=1&utm_source=poster"))
-        .header(REFERER, "r:scan")
-        .send()
-        .await
-        .expect("GET");
-    let click = client
-        .get(app.url("/scanned"))
-        .header(REFERER, "r:click")
-        .send()
-        .await
-        .expect("GET");
+    let scan = tagged_get(&app, "/scanned?qr=1&utm_source=poster", None, "r:scan").await;
+    let click = tagged_get(&app, "/scanned", None, "r:click").await;
     app.stop().await.expect("clean stop");
 
     assert_eq!(scan.status(), StatusCode::FOUND);
