@@ -165,6 +165,42 @@ impl FromRequest for Creator {
     }
 }
 
+/// A key holding scope `S`, or, where anonymous creation is on, a caller without one, who
+/// reaches only the links that belong to no account (the ones anonymous callers created).
+/// For reads that reveal nothing beyond what the short URL itself does: the web page shows
+/// the QR code of a link it just created anonymously.
+#[derive(Debug)]
+pub enum KeyOrAnonymous<S> {
+    Key(Authorized<S>),
+    Anonymous,
+}
+
+impl<S> KeyOrAnonymous<S> {
+    /// Whether a link owned by `owner_id` is within this caller's reach.
+    pub fn reaches(&self, owner_id: Option<i64>) -> bool {
+        match self {
+            Self::Key(key) => key.owner().covers(owner_id),
+            Self::Anonymous => owner_id.is_none(),
+        }
+    }
+}
+
+impl<S: NeedsScope> FromRequest for KeyOrAnonymous<S> {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // The guard admits a caller without credentials only while anonymous creation is on.
+        std::future::ready(caller_of(request).and_then(|caller| match caller {
+            Caller::Anonymous => Ok(Self::Anonymous),
+            key => Ok(Self::Key(Authorized {
+                credential: key.require(S::SCOPE)?,
+                scope: PhantomData,
+            })),
+        }))
+    }
+}
+
 fn caller_of(request: &HttpRequest) -> Result<Caller, ApiError> {
     // The guard middleware wraps every /api route; a missing caller means the request got
     // here without it, which must not become an open door.

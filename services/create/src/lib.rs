@@ -18,6 +18,7 @@
 //! - [`admin`]: accounts and API keys (`/api/v1/accounts`, `/api/v1/keys`).
 //! - [`openapi`]: the OpenAPI document generated from the handlers' annotations, served at
 //!   `/api/v1/openapi.json` and `/docs`, and the 404/405 of requests no route takes.
+//! - [`web`]: the web page at `/` and its assets under `/assets/`, embedded in the binary.
 //! - [`error`]: [`ApiError`], the one place failures become HTTP responses.
 //! - [`startup`]: [`Application`], built from settings and run until a shutdown signal.
 
@@ -38,6 +39,7 @@ pub mod settings;
 pub mod startup;
 pub mod stats;
 pub mod validate;
+pub mod web;
 
 pub use error::ApiError;
 pub use settings::Settings;

@@ -17,12 +17,12 @@ use fast_qr::ECL;
 use fast_qr::convert::Builder as _;
 use fast_qr::convert::svg::SvgBuilder;
 use fast_qr::qr::{QRBuilder, QRCode};
-use kurz_repository::RepoError;
+use kurz_repository::{Owner, RepoError};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{Authorized, LinksRead};
+use crate::auth::{KeyOrAnonymous, LinksRead};
 use crate::error::ApiError;
 use crate::openapi::errors;
 use crate::routes::State;
@@ -135,7 +135,9 @@ impl QrQuery {
     description = "The short URL with `?qr=1` as a QR code, so scans can be told from clicks. \
         SVG by default, or a PNG `size` pixels wide. The image never changes for a code and a \
         set of parameters: it has a strong `ETag`, and `If-None-Match` with it answers 304. \
-        Another account's link is 404, as an unknown code.",
+        Another account's link is 404, as an unknown code. With `KURZ_ANONYMOUS_CREATE=true` \
+        a request without a key may draw the links that belong to no account (the ones \
+        created without a key), so the web page can show the code of a link it just made.",
     security(("bearer" = ["links:read"])),
     params(("code" = String, Path, description = "The link's code or alias."), QrQuery),
     responses(
@@ -149,14 +151,17 @@ impl QrQuery {
 )]
 #[get("/v1/links/{code}/qr")]
 pub async fn link_qr(
-    caller: Authorized<LinksRead>,
+    caller: KeyOrAnonymous<LinksRead>,
     code: web::Path<String>,
     query: web::Query<QrQuery>,
     request: HttpRequest,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
     let wanted = query.checked()?;
-    let link = state.own_link(&code, caller.owner()).await?;
+    let link = state.own_link(&code, Owner::Any).await?;
+    if !caller.reaches(link.owner_id) {
+        return Err(ApiError::NotFound);
+    }
     let url = scan_url(&state.short_url(&link.code));
     let tag = entity_tag(&url, wanted);
     if is_current(&request, &tag) {

@@ -28,6 +28,7 @@ use crate::openapi::{self, Document};
 use crate::routes::{self, State};
 use crate::settings::Settings;
 use crate::validate::UrlPolicy;
+use crate::web::Page;
 
 /// The create API, bound to its port and ready to run.
 #[allow(missing_debug_implementations)] // actix's `Server` is not `Debug`
@@ -93,6 +94,7 @@ impl Application {
         let bulk_limits = web::Data::new(crate::bulk::Limits::of(&settings.links));
         let app_state = state.clone();
         let document = web::Data::new(Document::build(routes));
+        let page = web::Data::new(Page::new(settings.access.anonymous_create));
         let server = HttpServer::new(move || {
             let json = web::JsonConfig::default()
                 .limit(body_limit)
@@ -102,6 +104,7 @@ impl Application {
                 .wrap(kurz_http::request_tracing())
                 .app_data(app_state.clone())
                 .app_data(document.clone())
+                .app_data(page.clone())
                 .app_data(bulk_limits.clone())
                 .app_data(json)
                 // A path segment of the wrong type (`/api/v1/keys/abc`) names nothing.
@@ -114,6 +117,7 @@ impl Application {
                 .configure(routes)
                 .into_app()
                 .configure(openapi::docs)
+                .configure(crate::web::configure)
                 .default_service(web::to(openapi::unrouted))
         })
         .listen(listener)?

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 //! # Layout
 //! - [`app`]: [`RunningApp`], a service running in-process on port 0, stopped when dropped.
+//! - [`browser`]: [`Browser`], a headless Chromium driven over WebDriver, kept off the network.
 //! - [`postgres`]: a throwaway PostgreSQL server (initdb once per machine, copied per server).
 //! - [`redis`]: a throwaway Redis server.
 //! - [`proxy`]: [`FaultProxy`], a TCP proxy that resets, blackholes or delays connections.
@@ -12,6 +13,7 @@
 //!   the `KURZ_*` variables that point a service at them.
 
 pub mod app;
+pub mod browser;
 pub mod geoip;
 pub mod metrics;
 pub mod otlp;
@@ -25,6 +27,7 @@ use std::sync::Once;
 use kurz_settings::Source;
 
 pub use crate::app::{RunningApp, Shutdown};
+pub use crate::browser::Browser;
 pub use crate::geoip::CountryDb;
 pub use crate::otlp::{ExportedSpan, OtlpSink};
 pub use crate::postgres::{PostgresServer, ShutdownMode};

@@ -95,8 +95,14 @@ pub fn spawn_server(mut command: Command) -> Child {
     if let Some((uid, gid)) = server_user() {
         command.uid(uid).gid(gid);
     }
+    spawn_child(command)
+}
+
+/// Runs `command` as ourselves, killed by SIGKILL if the spawning thread dies: for programs
+/// that do not mind root (chromedriver).
+pub fn spawn_child(mut command: Command) -> Child {
     // SAFETY: prctl is async-signal-safe, and this closure runs in the child between fork and
-    // exec (after the uid switch, which would otherwise clear the setting).
+    // exec (after any uid switch, which would otherwise clear the setting).
     unsafe {
         command.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -108,6 +114,17 @@ pub fn spawn_server(mut command: Command) -> Child {
     command
         .spawn()
         .unwrap_or_else(|e| panic!("spawning {:?}: {e}", command.get_program()))
+}
+
+/// SIGKILL to every process of the group `child` leads (it was spawned with
+/// `process_group(0)`), including descendants that outlived it.
+pub fn kill_group(child: &Child) {
+    let Ok(group) = libc::pid_t::try_from(child.id()) else {
+        return;
+    };
+    // SAFETY: kill has no memory preconditions; a group id is not reused while any member of
+    // the group lives, and with none left this is a harmless ESRCH.
+    unsafe { libc::kill(-group, libc::SIGKILL) };
 }
 
 /// Runs `command` to completion as the server user, panicking with its output on failure.

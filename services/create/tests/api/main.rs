@@ -16,6 +16,7 @@ mod links;
 mod listing;
 mod metrics;
 mod openapi;
+mod page;
 mod qr;
 mod ratelimit;
 mod resilience;
