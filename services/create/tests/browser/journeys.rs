@@ -212,6 +212,17 @@ async fn a_person_signs_in_with_a_key_and_sees_their_link_with_its_click_in_my_l
     assert_eq!(browser.text(source).await, "1");
     let browsers = browser.text("#top-browsers tbody").await;
     assert!(browsers.contains("Chrome"), "top browsers: {browsers}");
+    // Another range: the last 24 hours, hour by hour, still holding the click.
+    browser.click("#stats-range option[value='24h']").await;
+    browser
+        .until(
+            "the chart is redrawn by the hour",
+            "const b = document.querySelectorAll('#stats-chart g.bucket'); \
+             return document.getElementById('view-stats').dataset.state === 'ready' \
+                 && b.length >= 24 && b.length <= 25 \
+                 && [...b].reduce((sum, g) => sum + Number(g.dataset.clicks), 0) === 1;",
+        )
+        .await;
     // Tall enough for the chart, the totals and the top lists in one picture.
     browser
         .client()
@@ -435,5 +446,136 @@ async fn every_field_has_a_label_and_every_view_fits_a_360_px_wide_screen() {
         );
         browser.screenshot(shot).await;
     }
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn editing_a_link_changes_its_target_and_clears_its_visit_limit_and_a_bad_url_is_refused_beside_the_field()
+ {
+    let stack = Stack::start(false).await;
+    let created = stack
+        .api()
+        .post(stack.create.url("/api/v1/links"))
+        .json(&serde_json::json!({ "url": stack.target("/before"), "max_visits": 10 }))
+        .send()
+        .await
+        .expect("create request");
+    let code = created.json::<Value>().await.expect("a link")["code"]
+        .as_str()
+        .expect("a code")
+        .to_owned();
+    let browser = Browser::start().await;
+    signed_in_at(&browser, &stack, "#/links").await;
+    ready(&browser, "view-links").await;
+    let item = format!("#links-list li.link[data-code='{code}']");
+
+    browser.click(&format!("{item} button.link-edit")).await;
+    browser.find("#edit-dialog[open]").await;
+    browser
+        .find("#edit-url")
+        .await
+        .clear()
+        .await
+        .expect("clearing");
+    browser.type_into("#edit-url", "ftp://example.com/").await;
+    browser.click("#edit-save").await;
+    error_shown(&browser, "edit-url-error").await;
+    assert!(
+        shown(&browser, "#edit-dialog").await,
+        "a refused edit keeps the dialog open"
+    );
+    assert_eq!(
+        stack.get_link(&code).await.1["url"],
+        stack.target("/before")
+    );
+    browser.screenshot("edit-error").await;
+
+    let after = stack.target("/after");
+    browser
+        .find("#edit-url")
+        .await
+        .clear()
+        .await
+        .expect("clearing");
+    browser.type_into("#edit-url", &after).await;
+    browser
+        .find("#edit-max_visits")
+        .await
+        .clear()
+        .await
+        .expect("clearing");
+    browser.click("#edit-save").await;
+    browser
+        .until(
+            "the dialog closed",
+            "return !document.getElementById('edit-dialog').open;",
+        )
+        .await;
+
+    assert_eq!(browser.text(&format!("{item} .link-target")).await, after);
+    let (_, link) = stack.get_link(&code).await;
+    assert_eq!(link["url"], after);
+    assert_eq!(
+        link["max_visits"],
+        Value::Null,
+        "an emptied limit is cleared"
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn my_links_pages_with_load_more_and_narrows_by_search_and_status() {
+    let stack = Stack::start(false).await;
+    for n in 0..22 {
+        stack.link(&stack.target(&format!("/page/{n}"))).await;
+    }
+    let special = stack.link(&stack.target("/a-special-one")).await;
+    let browser = Browser::start().await;
+    signed_in_at(&browser, &stack, "#/links").await;
+    ready(&browser, "view-links").await;
+    let listed = "return document.querySelectorAll('#links-list li.link').length;";
+    let count = || async {
+        browser
+            .client()
+            .execute(listed, vec![])
+            .await
+            .expect("counting")
+    };
+
+    assert_eq!(count().await, Value::from(20), "a page holds 20");
+    let first = browser.find("#links-list li.link").await;
+    assert_eq!(
+        first.attr("data-code").await.expect("a code"),
+        special["code"].as_str().map(str::to_owned),
+        "newest first"
+    );
+    browser.click("#links-more").await;
+    browser
+        .until(
+            "the next page is appended",
+            "return document.querySelectorAll('#links-list li.link').length === 23;",
+        )
+        .await;
+    assert!(
+        !shown(&browser, "#links-more").await,
+        "the last page has no more"
+    );
+
+    browser.type_into("#links-search", "special").await;
+    browser.click("#links-apply").await;
+    browser
+        .until(
+            "the search narrows the list",
+            "return document.querySelectorAll('#links-list li.link').length === 1;",
+        )
+        .await;
+    browser.click("#links-status option[value='expired']").await;
+    browser
+        .until(
+            "no expired link matches",
+            "const e = document.getElementById('links-empty'); \
+             return !e.hidden && document.querySelectorAll('#links-list li.link').length === 0;",
+        )
+        .await;
     browser.close().await;
 }
