@@ -116,6 +116,12 @@ async fn shortening_without_a_key_shows_the_short_url_and_its_qr_code_and_the_sh
     );
     assert!(shown(&browser, "#result-copy").await);
     assert!(shown(&browser, "#result-qr-download").await);
+    // Tall enough for the whole result, QR code included.
+    browser
+        .client()
+        .set_window_size(1280, 1150)
+        .await
+        .expect("a taller window");
     browser.screenshot("shorten-result").await;
 
     // Follow it, as a person clicking the short link would.
