@@ -23,6 +23,14 @@ async fn the_page_requests_nothing_from_any_origin_but_its_own() {
     browser.type_into("#url", &stack.target("/more")).await;
     browser.click("#shorten-submit").await;
     browser.find("#result-qr svg").await;
+    browser.click("#result-qr-download").await;
+    browser
+        .until(
+            "the PNG is fetched",
+            "return performance.getEntriesByType('resource')\
+                .some(e => e.name.includes('format=png'));",
+        )
+        .await;
     browser.open(&format!("{}#/links", stack.page())).await;
     ready(&browser, "view-links").await;
     let item = format!("#links-list li.link[data-code='{code}']");
@@ -53,7 +61,7 @@ async fn the_page_requests_nothing_from_any_origin_but_its_own() {
         "requests to other origins: {elsewhere:#?}"
     );
     // The log saw the page at work, so an empty list above means something.
-    for what in ["/assets/", "/api/v1/links", "/qr", "/stats"] {
+    for what in ["/assets/", "/api/v1/links", "/qr", "format=png", "/stats"] {
         assert!(
             requests.iter().any(|r| r.url.contains(what)),
             "no request for {what} in {requests:#?}"
