@@ -222,183 +222,91 @@ kurz_require_free_port() {
 
 # --- PostgreSQL --------------------------------------------------------------------------------
 
-# PostgreSQL refuses to run as root. As root (containers, CI) we run its server programs as
-# "nobody", which every Debian has; as anyone else we run them directly.
-kurz__as_pg_user() {
-    if ((EUID == 0)); then
-        # cd / first: the caller's directory may be one nobody cannot enter, and initdb complains.
-        (cd / && setpriv --reuid=nobody --regid="$(id -g nobody)" --clear-groups -- "$@")
-    else
-        "$@"
-    fi
+# Servers (PostgreSQL, Redis) are started, checked and stopped by the kurz-servers binary
+# (shared/servers), the code the tests start theirs with, so a fix to how a server starts lands
+# once. Each runs in the foreground of its own kurz-servers process, in a session of its own
+# (a Ctrl-C meant for the services does not stop the database under them), with its state in
+# DIR: DIR/kurz-servers.pid, DIR/kurz-servers.log, and DIR/ready while it serves. The caller
+# must have built the binaries and set BIN to their directory.
+
+# Prints the pid in DIR/kurz-servers.pid when that process is alive and is kurz-servers, so a
+# stale pidfile whose number now belongs to something else is never acted upon.
+kurz__server_pid() {
+    local pidfile=$1/kurz-servers.pid pid
+    [[ -r $pidfile ]] || return 1
+    read -r pid <"$pidfile" || return 1
+    [[ $pid =~ ^[0-9]+$ && $(cat "/proc/$pid/comm" 2>/dev/null) == kurz-servers ]] || return 1
+    printf '%s\n' "$pid"
 }
 
-# As root, hands DIR (and what is inside) to nobody, after checking nobody can reach it at all.
-kurz__pg_prepare_dir() {
-    local dir=$1
-    # umask 022 in a subshell: parents that mkdir creates must be traversable by nobody even when
-    # the user's umask is 077.
-    (umask 022 && mkdir -p "$dir/data" "$dir/run")
-    if ((EUID != 0)); then
-        [[ -O $dir/data ]] ||
-            kurz_die "$dir/data belongs to $(stat -c %U "$dir/data"), not to you; it was made by another user (or by root). Remove $dir to start afresh"
-        return 0
-    fi
-
-    # Path lookup needs search (x) permission on every parent, so one 0700 directory anywhere above
-    # (typically /root) makes the data directory unreachable for nobody. Name the culprit.
-    local path='' part
-    local -a parts
-    IFS=/ read -ra parts <<<"${dir#/}"
-    for part in "${parts[@]}"; do
-        path+=/$part
-        kurz__as_pg_user test -x "$path" ||
-            kurz_die "PostgreSQL cannot run as root, so we run it as 'nobody', but nobody cannot enter $path (mode $(stat -c %a "$path")). Clone the repository under a directory everyone can traverse (for example /srv or /work), or run as a normal user"
+# kurz__server_start KIND DIR PORT [ARGS...]: starts `kurz-servers KIND` and waits until it is
+# ready (10 minutes at most: a first initdb on a slow disk, a long crash recovery), or dies
+# with the end of its log.
+kurz__server_start() {
+    local kind=$1 dir port=$3 bin=${BIN:?BIN must name the directory of the built binaries}
+    dir=$(realpath -m "$2")
+    shift 3
+    [[ -x $bin/kurz-servers ]] || kurz_die "$bin/kurz-servers is missing; build the binaries first"
+    mkdir -p "$dir"
+    # One of ours still alive (from a run that was killed) holds the port and the data.
+    kurz__server_stop "$kind" "$dir"
+    kurz_require_free_port "$port" "$kind"
+    kurz_log "starting $kind on 127.0.0.1:$port"
+    rm -f "$dir/ready"
+    "$bin/kurz-servers" "$kind" --dir "$dir" --port "$port" "$@" \
+        </dev/null >>"$dir/kurz-servers.log" 2>&1 &
+    local pid=$! _
+    printf '%s\n' "$pid" >"$dir/kurz-servers.pid"
+    for _ in $(seq 6000); do
+        [[ -e $dir/ready ]] && return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "$dir/kurz-servers.log" >&2
+            kurz_die "$kind did not start (whole log: $dir/kurz-servers.log)"
+        fi
+        sleep 0.1
     done
-
-    # Only when ownership is wrong: a recursive chown of a large data dir on every start is slow.
-    if [[ $(stat -c %U "$dir/data") != nobody ]]; then
-        chown -R nobody:"$(id -gn nobody)" "$dir/data"
-    fi
-    # The log file (postgres.log) sits in $dir itself, and pg_ctl writes it as nobody.
-    chown nobody:"$(id -gn nobody)" "$dir" "$dir/run"
+    kurz_die "$kind was not ready within 10 minutes (log: $dir/kurz-servers.log)"
 }
 
-# Starts (or reuses) the PostgreSQL whose state lives in DIR, on 127.0.0.1:PORT, with a superuser
-# "kurz" (trust authentication: it only listens on loopback) and a database "kurz".
+# kurz__server_stop KIND DIR: SIGTERM to the kurz-servers of DIR (which stops its server: a
+# fast shutdown for PostgreSQL), SIGKILL after 90 s.
+kurz__server_stop() {
+    local kind=$1 dir pid
+    dir=$(realpath -m "$2")
+    pid=$(kurz__server_pid "$dir") || {
+        rm -f "$dir/kurz-servers.pid"
+        return 0
+    }
+    kurz_log "stopping $kind"
+    kill -TERM "$pid" 2>/dev/null || true
+    kurz_wait_pid_gone "$pid" 90 || kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$dir/kurz-servers.pid"
+}
+
+# Starts the PostgreSQL whose state lives in DIR (cluster in DIR/data, made on first use), on
+# 127.0.0.1:PORT, with a superuser "kurz" (trust authentication: it only listens on loopback)
+# and a database "kurz".
 kurz_pg_start() {
-    local dir port bindir
-    dir=$(realpath -m "$1") port=$2
-    bindir=$(kurz__pg_bindir_or_die)
-    kurz__pg_prepare_dir "$dir"
-
-    if kurz__as_pg_user "$bindir/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
-        # Ours is already up (say, left over from a run that was killed). Reuse it, unless it
-        # listens elsewhere: line 4 of postmaster.pid is its port.
-        local running_port
-        running_port=$(sed -n 4p "$dir/data/postmaster.pid")
-        [[ $running_port == "$port" ]] ||
-            kurz_die "PostgreSQL in $dir is already running on port $running_port, not $port; stop it with: $bindir/pg_ctl -D $dir/data stop"
-        kurz_log "PostgreSQL already running on port $port (reusing it)"
-    else
-        kurz_require_free_port "$port" PostgreSQL
-        kurz__pg_initdb "$bindir" "$dir"
-        kurz__pg_ctl_start "$bindir" "$dir" "$port"
-    fi
-    kurz__pg_ensure_database "$bindir" "$port"
+    # The same PostgreSQL build as the tests: the newest installed, unless one is named.
+    KURZ_TEST_PG_BINDIR=${KURZ_TEST_PG_BINDIR:-$(kurz__pg_bindir_or_die)} \
+        kurz__server_start postgres "$1" "$2" --database kurz
 }
 
-kurz__pg_initdb() {
-    local bindir=$1 dir=$2
-    [[ -e $dir/data/PG_VERSION ]] && return 0
-    # C.UTF-8 gives byte-order collation (stable, no dependency on system locales) with UTF-8
-    # character classes. Minimal systems may lack it; plain C is the same collation, so it will do.
-    local -a locale=(--locale=C.UTF-8)
-    locale -a 2>/dev/null | grep -qiE '^c\.utf-?8$' || locale=(--no-locale)
-    kurz_log "creating a PostgreSQL cluster in $dir/data"
-    kurz__as_pg_user "$bindir/initdb" -D "$dir/data" -U kurz -A trust --encoding=UTF8 \
-        "${locale[@]}" >"$dir/initdb.log" 2>&1 || {
-        tail -n 20 "$dir/initdb.log" >&2
-        kurz_die "initdb failed (whole log: $dir/initdb.log)"
-    }
-}
+kurz_pg_stop() { kurz__server_stop postgres "$1"; }
 
-kurz__pg_ctl_start() {
-    local bindir=$1 dir=$2 port=$3
-    # The Unix socket path is limited to 107 bytes; a deep checkout would otherwise fail with a
-    # message buried in the server log.
-    local socket="$dir/run/.s.PGSQL.$port"
-    ((${#socket} <= 107)) ||
-        kurz_die "the PostgreSQL socket path $socket is longer than 107 bytes; clone the repository to a shorter path"
-    # max_connections: three services with pools, plus psql, exceed the default 100 quickly.
-    # The -o string goes through sh inside pg_ctl, hence the quotes around the socket directory.
-    local options="-p $port -c listen_addresses=127.0.0.1 -k '$dir/run' -c max_connections=200 -c shared_buffers=256MB"
-    kurz_log "starting PostgreSQL on 127.0.0.1:$port"
-    kurz__as_pg_user "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
-        -o "$options" start >/dev/null || {
-        tail -n 20 "$dir/postgres.log" >&2
-        kurz_die "PostgreSQL did not start (whole log: $dir/postgres.log)"
-    }
-}
+# Starts an empty Redis whose state (pidfile, log) lives in DIR, on 127.0.0.1:PORT.
+# It is a cache, so nothing is persisted and each start begins empty.
+kurz_redis_start() { kurz__server_start redis "$1" "$2"; }
 
-kurz__pg_ensure_database() {
-    local bindir=$1 port=$2
-    # psql and createdb are clients, so they may run as root; -X skips the user's ~/.psqlrc.
-    local exists
-    exists=$("$bindir/psql" -X -h 127.0.0.1 -p "$port" -U kurz -d postgres -tAc \
-        "select 1 from pg_database where datname = 'kurz'")
-    [[ $exists == 1 ]] || "$bindir/createdb" -h 127.0.0.1 -p "$port" -U kurz kurz
-}
+kurz_redis_stop() { kurz__server_stop redis "$1"; }
 
-# Stops the PostgreSQL of DIR if it runs. "fast" rolls back open transactions instead of waiting
-# for clients to leave: the services are stopped before this anyway.
-kurz_pg_stop() {
-    local dir bindir
-    dir=$(realpath -m "$1")
-    [[ -e $dir/data/PG_VERSION ]] || return 0
-    bindir=$(kurz__pg_bindir_or_die)
-    kurz__as_pg_user "$bindir/pg_ctl" -D "$dir/data" status >/dev/null 2>&1 || return 0
-    kurz_log "stopping PostgreSQL"
-    kurz__as_pg_user "$bindir/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null
-}
-
-# --- Redis -------------------------------------------------------------------------------------
-
-# Prints the pid in DIR/redis.pid when that process is alive and is a redis-server, so a stale
-# pidfile whose number now belongs to something else is never acted upon.
+# Prints the pid of the redis-server of DIR (the benches measure its CPU time) when it runs.
 kurz__redis_pid() {
     local pidfile=$1/redis.pid pid
     [[ -r $pidfile ]] || return 1
     read -r pid <"$pidfile" || return 1
     [[ $pid =~ ^[0-9]+$ && $(cat "/proc/$pid/comm" 2>/dev/null) == redis-server ]] || return 1
     printf '%s\n' "$pid"
-}
-
-# Starts an empty Redis whose state (pidfile, log) lives in DIR, on 127.0.0.1:PORT.
-# It is a cache, so nothing is persisted ("--save ''", no AOF) and each start begins empty.
-kurz_redis_start() {
-    local dir port
-    dir=$(realpath -m "$1") port=$2
-    mkdir -p "$dir"
-    # A Redis of ours still alive (from a run that was killed) holds the port and stale entries.
-    if kurz__redis_pid "$dir" >/dev/null; then
-        kurz_redis_stop "$dir" "$port"
-    fi
-    kurz_require_free_port "$port" Redis
-    kurz_log "starting Redis on 127.0.0.1:$port"
-    : >"$dir/redis.log"
-    redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --daemonize yes \
-        --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --save '' --appendonly no \
-        --protected-mode yes </dev/null >/dev/null
-    # --daemonize returns before the server listens (or fails to), so ask it. 100 x 0.1 s: a
-    # healthy Redis answers in milliseconds; ten seconds is for a very busy machine.
-    local _
-    for _ in {1..100}; do
-        [[ $(redis-cli -p "$port" ping 2>/dev/null) == PONG ]] && return 0
-        sleep 0.1
-    done
-    tail -n 20 "$dir/redis.log" >&2
-    kurz_die "Redis did not answer PING on port $port within 10 s (whole log: $dir/redis.log)"
-}
-
-# Stops the Redis of DIR. SHUTDOWN NOSAVE is only sent after checking that the server on PORT is
-# the process of our pidfile; otherwise (or if it does not go away) the pid gets TERM, then KILL.
-kurz_redis_stop() {
-    local dir port pid
-    dir=$(realpath -m "$1") port=$2
-    pid=$(kurz__redis_pid "$dir") || {
-        rm -f "$dir/redis.pid"
-        return 0
-    }
-    kurz_log "stopping Redis"
-    # INFO lines end in CRLF, hence the tr.
-    if redis-cli -p "$port" info server 2>/dev/null | tr -d '\r' | grep -qx "process_id:$pid"; then
-        redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
-    else
-        kill -TERM "$pid" 2>/dev/null || true
-    fi
-    kurz_wait_pid_gone "$pid" 10 || kill -KILL "$pid" 2>/dev/null || true
-    rm -f "$dir/redis.pid"
 }
 
 # --- Processes and HTTP ------------------------------------------------------------------------

@@ -2,10 +2,9 @@
 //! # Layout
 //! - [`app`]: [`RunningApp`], a service running in-process on port 0, stopped when dropped.
 //! - [`browser`]: [`Browser`], a headless Chromium driven over WebDriver, kept off the network.
-//! - [`postgres`]: a throwaway PostgreSQL server (initdb once per machine, copied per server).
-//! - [`redis`]: a throwaway Redis server.
+//! - [`postgres`], [`redis`], [`process`]: the throwaway servers, from `kurz-servers` (the one
+//!   implementation of starting them, shared with the local stack and the benches).
 //! - [`proxy`]: [`FaultProxy`], a TCP proxy that resets, blackholes or delays connections.
-//! - [`process`]: starting, signalling and reaping server processes; free ports.
 //! - [`otlp`]: [`OtlpSink`], an in-process OTLP/gRPC receiver that keeps exported spans.
 //! - [`metrics`]: reading a Prometheus exposition in assertions.
 //! - [`geoip`]: [`CountryDb`], a small MaxMind DB (mmdb) country database written for a test.
@@ -17,10 +16,10 @@ pub mod browser;
 pub mod geoip;
 pub mod metrics;
 pub mod otlp;
-pub mod postgres;
-pub mod process;
 pub mod proxy;
-pub mod redis;
+
+// The servers themselves are kurz-servers', which the local stack and the benches use too.
+pub use kurz_servers::{postgres, process, redis};
 
 use std::sync::Once;
 
@@ -50,14 +49,12 @@ impl TestEnv {
     pub async fn start() -> Self {
         init_tracing();
         let (postgres, redis) = tokio::join!(PostgresServer::start(), RedisServer::start());
-        postgres.create_migrated_template(TEMPLATE_DATABASE).await;
+        create_migrated_template(&postgres, TEMPLATE_DATABASE).await;
         let database = format!(
             "test_{}",
             kurz_repository::codes::generate_key(12).to_lowercase()
         );
-        postgres
-            .create_database_from(&database, TEMPLATE_DATABASE)
-            .await;
+        create_database_from(&postgres, &database, TEMPLATE_DATABASE).await;
         Self {
             postgres,
             redis,
@@ -143,6 +140,38 @@ impl TestEnv {
     /// A direct Redis connection, for arranging and asserting.
     pub async fn redis_conn(&self) -> deadpool_redis::redis::aio::MultiplexedConnection {
         self.redis.connection().await
+    }
+}
+
+/// Creates `name` on `postgres` and applies every migration to it.
+pub async fn create_migrated_template(postgres: &PostgresServer, name: &str) {
+    let admin = postgres.client("postgres").await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("creating the template database");
+    let source = Source::from_vars([("KURZ_DATABASE_URL", postgres.url(name))]);
+    let settings = kurz_settings::DatabaseSettings::from_source(&source).expect("valid settings");
+    kurz_repository::postgres::migrate(&settings)
+        .await
+        .expect("migrating the template database");
+}
+
+/// Creates `name` on `postgres` as a copy of `template`.
+pub async fn create_database_from(postgres: &PostgresServer, name: &str, template: &str) {
+    let admin = postgres.client("postgres").await;
+    let sql = format!("CREATE DATABASE {name} TEMPLATE {template}");
+    // The migration's connection to the template may take a moment to close, and a template
+    // with sessions cannot be copied.
+    for attempt in 0.. {
+        match admin.batch_execute(&sql).await {
+            Ok(()) => return,
+            Err(e) if attempt < 50 => {
+                tracing::debug!(error = %e, "template busy, retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("creating {name} from {template}: {e}"),
+        }
     }
 }
 

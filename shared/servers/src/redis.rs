@@ -1,17 +1,19 @@
-//! A throwaway Redis server on a free loopback port, persistence off.
+//! A Redis server on loopback, persistence off (it is a cache: every start is empty):
+//! throwaway for a test ([`RedisServer::start`], a temporary directory and a free port), or
+//! in a kept directory on a given port for the local stack and the benches
+//! ([`RedisServer::keep`], through the `kurz-servers` binary), with a pidfile there.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::process::{Home, free_port, hand_over, server_dir, spawn_server, stop_child};
 use deadpool_redis::redis;
-use tempfile::TempDir;
-
-use crate::process::{free_port, server_dir, spawn_server, stop_child};
 
 #[derive(Debug)]
 pub struct RedisServer {
-    dir: TempDir,
+    home: Home,
     port: u16,
     /// Behind a lock, as in `PostgresServer`: stop and restart take `&self`.
     child: Mutex<Option<Child>>,
@@ -21,7 +23,7 @@ impl RedisServer {
     pub async fn start() -> Self {
         let dir = server_dir("kurz-redis-");
         let mut server = Self {
-            dir,
+            home: Home::Temporary(dir),
             port: 0,
             child: Mutex::new(None),
         };
@@ -32,6 +34,33 @@ impl RedisServer {
             }
         }
         panic!("redis-server did not start; log:\n{}", server.log());
+    }
+
+    /// Starts an empty Redis whose log and pidfile live in `dir`, on 127.0.0.1:`port`.
+    pub async fn keep(dir: &Path, port: u16) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        // An earlier run's files may belong to another user (scripts once ran Redis as root).
+        for stale in ["redis.log", "redis.pid"] {
+            let _ = std::fs::remove_file(dir.join(stale));
+        }
+        hand_over(dir);
+        let server = Self {
+            home: Home::Kept(dir.to_owned()),
+            port,
+            child: Mutex::new(None),
+        };
+        anyhow::ensure!(
+            server.launch().await,
+            "Redis did not answer PING on port {port}; the end of its log:\n{}",
+            server.log()
+        );
+        Ok(server)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child()
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     pub fn port(&self) -> u16 {
@@ -80,13 +109,17 @@ impl RedisServer {
     }
 
     async fn launch(&self) -> bool {
-        let log = self.dir.path().join("redis.log");
+        let dir = self.home.path();
+        let log = dir.join("redis.log");
         let mut command = Command::new("redis-server");
         command
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(self.dir.path())
+            .arg(dir)
+            // The benches read the server's pid here to measure its CPU time.
+            .arg("--pidfile")
+            .arg(dir.join("redis.pid"))
             .arg("--logfile")
             .arg(&log)
             .stdin(Stdio::null())
@@ -118,7 +151,7 @@ impl RedisServer {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+        std::fs::read_to_string(self.home.path().join("redis.log")).unwrap_or_default()
     }
 }
 

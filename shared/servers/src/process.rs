@@ -1,5 +1,5 @@
 //! Server processes: spawning (as an unprivileged user when we are root, since PostgreSQL
-//! refuses to run as root), signalling, reaping, and free ports.
+//! refuses to run as root), signalling, reaping, free ports, and leaving the terminal.
 //!
 //! Every server is started with a parent-death signal, so a test process that is killed
 //! (a timeout, Ctrl-C) takes its servers with it instead of leaking them.
@@ -31,6 +31,24 @@ pub fn server_user() -> Option<(u32, u32)> {
     // SAFETY: checked non-null above.
     let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
     Some((uid, gid))
+}
+
+/// Where a server's files live.
+#[derive(Debug)]
+pub(crate) enum Home {
+    /// A test's: removed when the server drops.
+    Temporary(tempfile::TempDir),
+    /// The local stack's: its data survives restarts.
+    Kept(std::path::PathBuf),
+}
+
+impl Home {
+    pub(crate) fn path(&self) -> &std::path::Path {
+        match self {
+            Self::Temporary(dir) => dir.path(),
+            Self::Kept(dir) => dir,
+        }
+    }
 }
 
 /// File in each server directory naming the test process that owns it.
@@ -75,7 +93,8 @@ fn sweep_leftovers() {
     });
 }
 
-fn is_alive(pid: libc::pid_t) -> bool {
+/// Whether process `pid` exists (ours or not).
+pub fn is_alive(pid: libc::pid_t) -> bool {
     // SAFETY: signal 0 only checks that the process exists; nothing is delivered.
     let alive = unsafe { libc::kill(pid, 0) } == 0;
     // EPERM means it exists but belongs to someone else.
@@ -162,6 +181,15 @@ pub fn stop_child(child: &mut Child, signal: libc::c_int, grace: Duration) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Starts a session of our own, so a Ctrl-C at the terminal (sent to its whole foreground
+/// process group) does not reach us: the scripts stop their services first and their servers
+/// after, with SIGTERM.
+pub fn leave_terminal() {
+    // SAFETY: setsid has no memory preconditions; it fails harmlessly (EPERM) when we already
+    // lead a process group.
+    unsafe { libc::setsid() };
 }
 
 /// A port that was free a moment ago. Servers that lose the race fail to bind and the caller

@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+//! # Layout
+//! - [`postgres`]: [`PostgresServer`], throwaway for a test or kept for the local stack.
+//! - [`redis`]: [`RedisServer`], the same for Redis.
+//! - [`process`]: starting servers (as `nobody` when we are root), signals, free ports.
+//! - the `kurz-servers` binary (`src/bin/kurz-servers.rs`): one kept server in the
+//!   foreground until SIGTERM, for the shell scripts.
+
+pub mod postgres;
+pub mod process;
+pub mod redis;
+
+pub use crate::postgres::{PostgresServer, ShutdownMode};
+pub use crate::redis::RedisServer;
