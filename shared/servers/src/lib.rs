@@ -2,13 +2,16 @@
 //! # Layout
 //! - [`postgres`]: [`PostgresServer`], throwaway for a test or kept for the local stack.
 //! - [`redis`]: [`RedisServer`], the same for Redis.
+//! - [`nginx`]: [`NginxServer`], nginx in front of instances, routed by `infra/nginx/kurz.conf`.
 //! - [`process`]: starting servers (as `nobody` when we are root), signals, free ports.
 //! - the `kurz-servers` binary (`src/bin/kurz-servers.rs`): one kept server in the
 //!   foreground until SIGTERM, for the shell scripts.
 
+pub mod nginx;
 pub mod postgres;
 pub mod process;
 pub mod redis;
 
+pub use crate::nginx::{NginxServer, Upstream};
 pub use crate::postgres::{PostgresServer, ShutdownMode};
 pub use crate::redis::RedisServer;

@@ -16,15 +16,12 @@
 use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use tokio_postgres::NoTls;
 
-use crate::process::{
-    Home, free_port, hand_over, run_as_server_user, server_dir, spawn_server, stop_child,
-};
+use crate::process::{Home, ServerProcess, free_port, hand_over, run_as_server_user, server_dir};
 
 /// How to stop the server (PostgreSQL's shutdown modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,9 +38,7 @@ pub struct PostgresServer {
     bindir: PathBuf,
     port: u16,
     durable: bool,
-    /// Behind a lock so a test can stop and restart the server while other tasks of the same
-    /// test hold shared references to the environment (sending load, say).
-    child: Mutex<Option<Child>>,
+    process: ServerProcess,
 }
 
 impl PostgresServer {
@@ -58,7 +53,7 @@ impl PostgresServer {
             bindir,
             port: 0,
             durable: false,
-            child: Mutex::new(None),
+            process: ServerProcess::default(),
         };
         // A free port can be taken by someone else before the server binds it: try another.
         for _ in 0..5 {
@@ -104,7 +99,7 @@ impl PostgresServer {
             bindir,
             port,
             durable: true,
-            child: Mutex::new(None),
+            process: ServerProcess::default(),
         };
         anyhow::ensure!(
             server.launch().await,
@@ -144,37 +139,21 @@ impl PostgresServer {
     }
 
     pub fn is_running(&self) -> bool {
-        self.child()
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
-    }
-
-    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
-        self.child
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.process.is_running()
     }
 
     /// Stops the server. The data directory stays, so [`Self::restart`] brings it back.
     pub async fn stop(&self, mode: ShutdownMode) {
-        let Some(mut child) = self.child().take() else {
-            return;
-        };
         let signal = match mode {
             ShutdownMode::Fast => libc::SIGINT,
             ShutdownMode::Immediate => libc::SIGQUIT,
         };
-        // The wait polls, so run it off the runtime: tests keep sending load meanwhile.
-        tokio::task::spawn_blocking(move || {
-            stop_child(&mut child, signal, Duration::from_secs(30))
-        })
-        .await
-        .expect("stopping PostgreSQL");
+        self.process.stop(signal, Duration::from_secs(30)).await;
     }
 
     /// Starts the stopped server again on the same port with the same data.
     pub async fn restart(&self) {
-        assert!(self.child().is_none(), "restart of a running server");
+        assert!(self.process.is_empty(), "restart of a running server");
         assert!(
             self.launch().await,
             "PostgreSQL did not restart; log:\n{}",
@@ -233,26 +212,15 @@ impl PostgresServer {
         if self.bindir.join("../lib/pg_stat_statements.so").exists() {
             command.args(["-c", "shared_preload_libraries=pg_stat_statements"]);
         }
-        *self.child() = Some(spawn_server(command));
-        self.wait_ready().await
-    }
-
-    async fn wait_ready(&self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if !self.is_running() {
-                *self.child() = None;
-                return false;
-            }
-            if tokio_postgres::connect(&self.url("postgres"), NoTls)
-                .await
-                .is_ok()
-            {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        false
+        self.process.spawn(command);
+        let url = self.url("postgres");
+        self.process
+            .wait_ready(
+                Duration::from_secs(60),
+                Duration::from_millis(25),
+                || async { tokio_postgres::connect(&url, NoTls).await.is_ok() },
+            )
+            .await
     }
 
     fn log(&self) -> String {
@@ -264,14 +232,12 @@ impl Drop for PostgresServer {
     /// A throwaway server is killed as a crash would (its files go anyway); a kept one gets a
     /// fast shutdown, with a checkpoint, so its next start needs no recovery.
     fn drop(&mut self) {
-        if let Some(mut child) = self.child().take() {
-            let (signal, grace) = if self.durable {
-                (libc::SIGINT, Duration::from_secs(60))
-            } else {
-                (libc::SIGQUIT, Duration::from_secs(10))
-            };
-            stop_child(&mut child, signal, grace);
-        }
+        let (signal, grace) = if self.durable {
+            (libc::SIGINT, Duration::from_secs(60))
+        } else {
+            (libc::SIGQUIT, Duration::from_secs(10))
+        };
+        self.process.stop_now(signal, grace);
     }
 }
 

@@ -51,6 +51,82 @@ impl Home {
     }
 }
 
+/// A server's process, behind a lock so that a test can stop and restart the server while
+/// other tasks of the same test hold shared references to it (sending load, say).
+#[derive(Debug, Default)]
+pub(crate) struct ServerProcess(std::sync::Mutex<Option<Child>>);
+
+impl ServerProcess {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Spawns `command` as the server user (see [`spawn_server`]) into the slot.
+    pub(crate) fn spawn(&self, command: Command) {
+        *self.slot() = Some(spawn_server(command));
+    }
+
+    pub(crate) fn take(&self) -> Option<Child> {
+        self.slot().take()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slot().is_none()
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        self.slot()
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Polls `probe` every `every` until it says the server answers (true), the process exits
+    /// (false, and the slot is emptied) or `within` passes (false).
+    pub(crate) async fn wait_ready<F, Fut>(
+        &self,
+        within: Duration,
+        every: Duration,
+        mut probe: F,
+    ) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if !self.is_running() {
+                *self.slot() = None;
+                return false;
+            }
+            if probe().await {
+                return true;
+            }
+            tokio::time::sleep(every).await;
+        }
+        false
+    }
+
+    /// Sends `signal` and waits for the exit, SIGKILL after `grace` ([`stop_child`]), off the
+    /// async runtime: the wait polls.
+    pub(crate) async fn stop(&self, signal: libc::c_int, grace: Duration) {
+        let Some(mut child) = self.take() else {
+            return;
+        };
+        tokio::task::spawn_blocking(move || stop_child(&mut child, signal, grace))
+            .await
+            .expect("stopping a server");
+    }
+
+    /// [`Self::stop`] for `Drop`, where nothing can be awaited.
+    pub(crate) fn stop_now(&self, signal: libc::c_int, grace: Duration) {
+        if let Some(mut child) = self.take() {
+            stop_child(&mut child, signal, grace);
+        }
+    }
+}
+
 /// File in each server directory naming the test process that owns it.
 const OWNER_FILE: &str = "kurz-owner.pid";
 
@@ -80,7 +156,10 @@ fn sweep_leftovers() {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if !(name.starts_with("kurz-pg-") || name.starts_with("kurz-redis-")) {
+            if !["kurz-pg-", "kurz-redis-", "kurz-nginx-"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+            {
                 continue;
             }
             let owner = std::fs::read_to_string(entry.path().join(OWNER_FILE))

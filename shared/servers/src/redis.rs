@@ -4,19 +4,17 @@
 //! ([`RedisServer::keep`], through the `kurz-servers` binary), with a pidfile there.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use crate::process::{Home, free_port, hand_over, server_dir, spawn_server, stop_child};
+use crate::process::{Home, ServerProcess, free_port, hand_over, server_dir};
 use deadpool_redis::redis;
 
 #[derive(Debug)]
 pub struct RedisServer {
     home: Home,
     port: u16,
-    /// Behind a lock, as in `PostgresServer`: stop and restart take `&self`.
-    child: Mutex<Option<Child>>,
+    process: ServerProcess,
 }
 
 impl RedisServer {
@@ -25,7 +23,7 @@ impl RedisServer {
         let mut server = Self {
             home: Home::Temporary(dir),
             port: 0,
-            child: Mutex::new(None),
+            process: ServerProcess::default(),
         };
         for _ in 0..5 {
             server.port = free_port();
@@ -47,7 +45,7 @@ impl RedisServer {
         let server = Self {
             home: Home::Kept(dir.to_owned()),
             port,
-            child: Mutex::new(None),
+            process: ServerProcess::default(),
         };
         anyhow::ensure!(
             server.launch().await,
@@ -58,9 +56,7 @@ impl RedisServer {
     }
 
     pub fn is_running(&self) -> bool {
-        self.child()
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.process.is_running()
     }
 
     pub fn port(&self) -> u16 {
@@ -73,19 +69,14 @@ impl RedisServer {
 
     /// Stops the server (SIGKILL: a cache that vanishes, contents and all).
     pub async fn stop(&self) {
-        let Some(mut child) = self.child().take() else {
-            return;
-        };
-        tokio::task::spawn_blocking(move || {
-            stop_child(&mut child, libc::SIGKILL, Duration::from_secs(5))
-        })
-        .await
-        .expect("stopping Redis");
+        self.process
+            .stop(libc::SIGKILL, Duration::from_secs(5))
+            .await;
     }
 
     /// Starts the stopped server again on the same port, empty.
     pub async fn restart(&self) {
-        assert!(self.child().is_none(), "restart of a running server");
+        assert!(self.process.is_empty(), "restart of a running server");
         assert!(
             self.launch().await,
             "redis-server did not restart; log:\n{}",
@@ -100,12 +91,6 @@ impl RedisServer {
             .get_multiplexed_async_connection()
             .await
             .expect("connecting to the test Redis")
-    }
-
-    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
-        self.child
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn launch(&self) -> bool {
@@ -125,29 +110,26 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        *self.child() = Some(spawn_server(command));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            let exited = self
-                .child()
-                .as_mut()
-                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
-            if exited {
-                *self.child() = None;
-                return false;
-            }
-            if let Ok(client) = redis::Client::open(self.url())
-                && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-            {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
+        self.process.spawn(command);
+        let url = self.url();
+        self.process
+            .wait_ready(
+                Duration::from_secs(20),
+                Duration::from_millis(20),
+                || async {
+                    let Ok(client) = redis::Client::open(url.as_str()) else {
+                        return false;
+                    };
+                    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                        return false;
+                    };
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .is_ok()
+                },
+            )
+            .await
     }
 
     fn log(&self) -> String {
@@ -157,8 +139,6 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child().take() {
-            stop_child(&mut child, libc::SIGKILL, Duration::from_secs(5));
-        }
+        self.process.stop_now(libc::SIGKILL, Duration::from_secs(5));
     }
 }

@@ -19,7 +19,7 @@ pub mod otlp;
 pub mod proxy;
 
 // The servers themselves are kurz-servers', which the local stack and the benches use too.
-pub use kurz_servers::{postgres, process, redis};
+pub use kurz_servers::{nginx, postgres, process, redis};
 
 use std::sync::Once;
 
@@ -32,6 +32,7 @@ pub use crate::otlp::{ExportedSpan, OtlpSink};
 pub use crate::postgres::{PostgresServer, ShutdownMode};
 pub use crate::proxy::{Fault, FaultProxy};
 pub use crate::redis::RedisServer;
+pub use kurz_servers::{NginxServer, Upstream};
 
 /// Name of the migrated template every test database is copied from.
 pub const TEMPLATE_DATABASE: &str = "kurz_template";

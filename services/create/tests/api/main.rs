@@ -15,6 +15,7 @@ mod keys;
 mod links;
 mod listing;
 mod metrics;
+mod nginx;
 mod openapi;
 mod page;
 mod qr;

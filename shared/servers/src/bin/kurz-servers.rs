@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use kurz_servers::{PostgresServer, RedisServer};
+use kurz_servers::{NginxServer, PostgresServer, RedisServer, Upstream};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Parser)]
@@ -31,6 +31,20 @@ enum Server {
         #[arg(long)]
         ready_file: Option<PathBuf>,
     },
+    /// nginx with its files in DIR, serving SITE (infra/nginx/kurz.conf) in front of the
+    /// upstream groups given as name=host:port,host:port.
+    Nginx {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        site: PathBuf,
+        #[arg(long = "upstream", required = true)]
+        upstreams: Vec<String>,
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
     /// An empty Redis (no persistence) with its log and pidfile in DIR.
     Redis {
         #[arg(long)]
@@ -47,6 +61,7 @@ enum Server {
 enum Running {
     Postgres(PostgresServer),
     Redis(RedisServer),
+    Nginx(NginxServer),
 }
 
 impl Running {
@@ -54,6 +69,7 @@ impl Running {
         match self {
             Self::Postgres(server) => server.is_running(),
             Self::Redis(server) => server.is_running(),
+            Self::Nginx(server) => server.is_running(),
         }
     }
 }
@@ -77,6 +93,24 @@ async fn main() -> anyhow::Result<()> {
             let server = PostgresServer::keep(&dir, port, &database).await?;
             (
                 Running::Postgres(server),
+                ready_file.unwrap_or(dir.join("ready")),
+            )
+        }
+        Server::Nginx {
+            dir,
+            port,
+            site,
+            upstreams,
+            ready_file,
+        } => {
+            let dir = absolute(&dir)?;
+            let upstreams = upstreams
+                .iter()
+                .map(|spec| Upstream::parse(spec))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let server = NginxServer::keep(&dir, port, &site, &upstreams).await?;
+            (
+                Running::Nginx(server),
                 ready_file.unwrap_or(dir.join("ready")),
             )
         }
