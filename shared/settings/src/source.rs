@@ -48,6 +48,12 @@ impl Source {
         self
     }
 
+    /// The variables, as `(name, value)` with the prefix: to hand them to a child process as
+    /// its environment.
+    pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// Deserializes the variables into a raw settings struct. Empty values count as unset, so
     /// `KURZ_OTLP_ENDPOINT=` switches an optional feature off instead of failing to parse.
     pub fn extract<T: DeserializeOwned>(&self) -> Result<T, SettingsError> {

@@ -4,6 +4,8 @@
 //! - [`browser`]: [`Browser`], a headless Chromium driven over WebDriver, kept off the network.
 //! - [`postgres`], [`redis`], [`process`]: the throwaway servers, from `kurz-servers` (the one
 //!   implementation of starting them, shared with the local stack and the benches).
+//! - [`service`]: [`ServiceProcess`], a service as its own process (the real binary), to
+//!   kill with SIGKILL and restart.
 //! - [`proxy`]: [`FaultProxy`], a TCP proxy that resets, blackholes or delays connections.
 //! - [`otlp`]: [`OtlpSink`], an in-process OTLP/gRPC receiver that keeps exported spans.
 //! - [`metrics`]: reading a Prometheus exposition in assertions.
@@ -17,6 +19,7 @@ pub mod geoip;
 pub mod metrics;
 pub mod otlp;
 pub mod proxy;
+pub mod service;
 
 // The servers themselves are kurz-servers', which the local stack and the benches use too.
 pub use kurz_servers::{nginx, postgres, process, redis};
@@ -32,6 +35,7 @@ pub use crate::otlp::{ExportedSpan, OtlpSink};
 pub use crate::postgres::{PostgresServer, ShutdownMode};
 pub use crate::proxy::{Fault, FaultProxy};
 pub use crate::redis::RedisServer;
+pub use crate::service::ServiceProcess;
 pub use kurz_servers::{NginxServer, Upstream};
 
 /// Name of the migrated template every test database is copied from.

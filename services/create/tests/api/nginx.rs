@@ -282,3 +282,224 @@ async fn reads_and_creates_move_to_another_instance_when_one_is_gone_and_a_delet
         .expect("GET");
     assert_eq!(still.status(), StatusCode::OK, "nothing was deleted");
 }
+
+/// What the load saw.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Links the API acknowledged (201): code and target.
+    acknowledged: Vec<(String, String)>,
+    /// Creates that failed before a retry with the same Idempotency-Key succeeded.
+    create_errors: Vec<String>,
+    /// Redirect answers that were not a 302 to the link's target.
+    wrong_redirects: Vec<String>,
+    redirects: usize,
+}
+
+/// Creates until `stop`, each with its own Idempotency-Key, retrying a failed one with the same
+/// key until it is acknowledged.
+async fn create_until(
+    client: reqwest::Client,
+    entry: String,
+    worker: usize,
+    seen: std::sync::Arc<std::sync::Mutex<Seen>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        n += 1;
+        let url = format!("https://example.com/load/{worker}/{n}");
+        let key = format!("kill-{worker}-{n}");
+        for attempt in 0.. {
+            assert!(attempt < 200, "{key} was never acknowledged");
+            let sent = client
+                .post(format!("{entry}/api/v1/links"))
+                .header("idempotency-key", &key)
+                .json(&json!({ "url": url }))
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status() == StatusCode::CREATED => {
+                    let link: serde_json::Value = r.json().await.expect("a link");
+                    let code = link["code"].as_str().expect("a code").to_owned();
+                    seen.lock()
+                        .expect("lock")
+                        .acknowledged
+                        .push((code, url.clone()));
+                    break;
+                }
+                Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                    seen.lock()
+                        .expect("lock")
+                        .create_errors
+                        .push(format!("{key}: 503"));
+                }
+                Ok(r) => panic!("{key}: unexpected {}", r.status()),
+                Err(e) => seen
+                    .lock()
+                    .expect("lock")
+                    .create_errors
+                    .push(format!("{key}: {e}")),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Follows acknowledged links until `stop`, checking each answer.
+async fn redirect_until(
+    client: reqwest::Client,
+    entry: String,
+    worker: usize,
+    seen: std::sync::Arc<std::sync::Mutex<Seen>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut n: usize = worker;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        n = n.wrapping_mul(31).wrapping_add(7);
+        let pick = {
+            let seen = seen.lock().expect("lock");
+            (!seen.acknowledged.is_empty())
+                .then(|| seen.acknowledged[n % seen.acknowledged.len()].clone())
+        };
+        let Some((code, url)) = pick else {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            continue;
+        };
+        let answer = client.get(format!("{entry}/{code}")).send().await;
+        let mut seen = seen.lock().expect("lock");
+        seen.redirects += 1;
+        match answer {
+            Ok(r) if r.status() == StatusCode::FOUND && r.headers()[LOCATION] == url.as_str() => {}
+            Ok(r) => seen.wrong_redirects.push(format!(
+                "{code}: {} {:?}",
+                r.status(),
+                r.headers().get(LOCATION)
+            )),
+            Err(e) => seen.wrong_redirects.push(format!("{code}: {e}")),
+        }
+    }
+}
+
+#[tokio::test]
+async fn killing_an_instance_of_each_service_under_load_loses_no_link_and_misroutes_no_redirect() {
+    use kurz_testkit::service::binary;
+    use kurz_testkit::{ServiceProcess, http_client_with_key};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    let env = TestEnv::start().await;
+    crate::helpers::worker(&env)
+        .await
+        .add_keys(20_000)
+        .await
+        .expect("fill the pool");
+    let source = env.source().with("KURZ_KEY_BATCH_SIZE", "200");
+    // A slower database under the create instances (each create then takes about 100 ms), so
+    // the killed one surely has creates in flight, which is what the test is about.
+    let slow = env.postgres_proxy().await;
+    slow.set(kurz_testkit::Fault::Latency(Duration::from_millis(25)));
+    let create_source = source
+        .clone()
+        .with("KURZ_DATABASE_URL", env.database_url_via(&slow));
+    let mut redirects = [
+        ServiceProcess::start(binary("kurz-redirect"), source.clone()).await,
+        ServiceProcess::start(binary("kurz-redirect"), source.clone()).await,
+    ];
+    let mut creates = [
+        ServiceProcess::start(binary("kurz-create"), create_source.clone()).await,
+        ServiceProcess::start(binary("kurz-create"), create_source).await,
+    ];
+    let at = |s: &ServiceProcess| SocketAddr::from(([127, 0, 0, 1], s.port()));
+    let nginx = nginx(
+        &[at(&creates[0]), at(&creates[1])],
+        &[at(&redirects[0]), at(&redirects[1])],
+    )
+    .await;
+    let key = env
+        .api_key(
+            "load",
+            &[kurz_repository::Scope::LinksWrite],
+            Some(1_000_000),
+        )
+        .await;
+    let client = http_client_with_key(&key.key);
+    let entry = nginx.url("");
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    const CREATORS: usize = 4;
+    let mut load = Vec::new();
+    for worker in 0..CREATORS {
+        load.push(tokio::spawn(create_until(
+            client.clone(),
+            entry.clone(),
+            worker,
+            seen.clone(),
+            stop.clone(),
+        )));
+        load.push(tokio::spawn(redirect_until(
+            client.clone(),
+            entry.clone(),
+            worker,
+            seen.clone(),
+            stop.clone(),
+        )));
+    }
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redirects[0].kill();
+    creates[0].kill();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    redirects[0].restart().await;
+    creates[0].restart().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.expect("a load task");
+    }
+
+    let seen = std::mem::take(&mut *seen.lock().expect("lock"));
+    eprintln!(
+        "{} links acknowledged, {} redirects, create errors retried: {:?}",
+        seen.acknowledged.len(),
+        seen.redirects,
+        seen.create_errors
+    );
+    assert!(seen.acknowledged.len() > 20, "the load ran: {seen:?}");
+    assert!(seen.redirects > 40, "the redirects ran: {}", seen.redirects);
+    assert!(
+        seen.wrong_redirects.is_empty(),
+        "every redirect answered with its link's target: {:?}",
+        seen.wrong_redirects
+    );
+    // Each creator has one request in flight: only those on the killed instance can fail,
+    // and they did (so their retries with the same Idempotency-Key were put to the test).
+    assert!(
+        !seen.create_errors.is_empty() && seen.create_errors.len() <= CREATORS,
+        "errors only for the killed instance's in-flight creates: {:?}",
+        seen.create_errors
+    );
+    let sql = env.sql().await;
+    for (code, url) in &seen.acknowledged {
+        let row = sql
+            .query_opt(
+                "SELECT target_url FROM links WHERE code = $1 AND deleted_at IS NULL",
+                &[code],
+            )
+            .await
+            .expect("a query");
+        let stored: Option<String> = row.map(|r| r.get(0));
+        assert_eq!(
+            stored.as_deref(),
+            Some(url.as_str()),
+            "acknowledged {code} is stored"
+        );
+    }
+    let duplicated = env
+        .count(
+            "SELECT count(*) FROM (SELECT target_url FROM links GROUP BY target_url \
+             HAVING count(*) > 1) d",
+        )
+        .await;
+    assert_eq!(duplicated, 0, "a retried create made one link, not two");
+}
