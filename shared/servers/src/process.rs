@@ -156,7 +156,7 @@ fn sweep_leftovers() {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if !["kurz-pg-", "kurz-redis-", "kurz-nginx-"]
+            if !["kurz-pg-", "kurz-redis-", "kurz-nginx-", "kurz-pgbouncer-"]
                 .iter()
                 .any(|prefix| name.starts_with(prefix))
             {

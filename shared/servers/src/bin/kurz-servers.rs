@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use kurz_servers::{NginxServer, PostgresServer, RedisServer, Upstream};
+use kurz_servers::{NginxServer, PgBouncerServer, PostgresServer, RedisServer, Upstream};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Parser)]
@@ -45,6 +45,18 @@ enum Server {
         #[arg(long)]
         ready_file: Option<PathBuf>,
     },
+    /// PgBouncer in transaction mode with its files in DIR, in front of the PostgreSQL on
+    /// 127.0.0.1:POSTGRES_PORT.
+    Pgbouncer {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        postgres_port: u16,
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
     /// An empty Redis (no persistence) with its log and pidfile in DIR.
     Redis {
         #[arg(long)]
@@ -62,6 +74,7 @@ enum Running {
     Postgres(PostgresServer),
     Redis(RedisServer),
     Nginx(NginxServer),
+    PgBouncer(PgBouncerServer),
 }
 
 impl Running {
@@ -70,6 +83,7 @@ impl Running {
             Self::Postgres(server) => server.is_running(),
             Self::Redis(server) => server.is_running(),
             Self::Nginx(server) => server.is_running(),
+            Self::PgBouncer(server) => server.is_running(),
         }
     }
 }
@@ -111,6 +125,19 @@ async fn main() -> anyhow::Result<()> {
             let server = NginxServer::keep(&dir, port, &site, &upstreams).await?;
             (
                 Running::Nginx(server),
+                ready_file.unwrap_or(dir.join("ready")),
+            )
+        }
+        Server::Pgbouncer {
+            dir,
+            port,
+            postgres_port,
+            ready_file,
+        } => {
+            let dir = absolute(&dir)?;
+            let server = PgBouncerServer::keep(&dir, port, postgres_port).await?;
+            (
+                Running::PgBouncer(server),
                 ready_file.unwrap_or(dir.join("ready")),
             )
         }
