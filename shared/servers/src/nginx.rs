@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::process::{Home, ServerProcess, free_port, hand_over, server_dir};
+use crate::process::{Home, ServerProcess, free_port, hand_over, sbin_program, server_dir};
 
 /// `infra/nginx/kurz.conf` in this checkout.
 pub fn kurz_conf() -> PathBuf {
@@ -160,7 +160,7 @@ impl NginxServer {
 
     async fn launch(&self) -> bool {
         let dir = self.home.path();
-        let mut command = Command::new(nginx_binary());
+        let mut command = Command::new(sbin_program("nginx"));
         command
             .arg("-p")
             .arg(dir)
@@ -197,15 +197,5 @@ impl Drop for NginxServer {
     fn drop(&mut self) {
         self.process
             .stop_now(libc::SIGQUIT, Duration::from_secs(10));
-    }
-}
-
-/// Debian keeps nginx in /usr/sbin, which is not on every user's PATH.
-fn nginx_binary() -> PathBuf {
-    let sbin = Path::new("/usr/sbin/nginx");
-    if sbin.exists() {
-        sbin.to_owned()
-    } else {
-        PathBuf::from("nginx")
     }
 }

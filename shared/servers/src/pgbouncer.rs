@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::process::{Home, ServerProcess, free_port, hand_over, server_dir};
+use crate::process::{Home, ServerProcess, free_port, hand_over, sbin_program, server_dir};
 
 #[derive(Debug)]
 pub struct PgBouncerServer {
@@ -105,7 +105,7 @@ impl PgBouncerServer {
 
     async fn launch(&self) -> bool {
         let dir = self.home.path();
-        let mut command = Command::new(pgbouncer_binary());
+        let mut command = Command::new(sbin_program("pgbouncer"));
         command
             .arg(dir.join("pgbouncer.ini"))
             .stdin(Stdio::null())
@@ -132,18 +132,8 @@ impl PgBouncerServer {
 }
 
 impl Drop for PgBouncerServer {
-    /// SIGINT: PgBouncer's "safe shutdown" waits for clients; SIGTERM is its immediate stop.
+    /// SIGTERM, PgBouncer's immediate stop (its SIGINT waits for every client to leave).
     fn drop(&mut self) {
         self.process.stop_now(libc::SIGTERM, Duration::from_secs(5));
-    }
-}
-
-/// Debian installs it as /usr/sbin/pgbouncer.
-fn pgbouncer_binary() -> std::path::PathBuf {
-    let sbin = Path::new("/usr/sbin/pgbouncer");
-    if sbin.exists() {
-        sbin.to_owned()
-    } else {
-        "pgbouncer".into()
     }
 }

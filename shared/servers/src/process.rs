@@ -271,6 +271,13 @@ pub fn leave_terminal() {
     unsafe { libc::setsid() };
 }
 
+/// The program `name`: Debian keeps daemons such as nginx and pgbouncer in /usr/sbin, which is
+/// not on every user's PATH; elsewhere, whatever the PATH finds.
+pub fn sbin_program(name: &str) -> std::path::PathBuf {
+    let sbin = std::path::Path::new("/usr/sbin").join(name);
+    if sbin.exists() { sbin } else { name.into() }
+}
+
 /// A port that was free a moment ago. Servers that lose the race fail to bind and the caller
 /// retries with another port.
 pub fn free_port() -> u16 {
