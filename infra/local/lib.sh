@@ -229,15 +229,17 @@ kurz_require_free_port() {
 # DIR: DIR/kurz-servers.pid, DIR/kurz-servers.log, and DIR/ready while it serves. The caller
 # must have built the binaries and set BIN to their directory.
 
-# Prints the pid in DIR/kurz-servers.pid when that process is alive and is kurz-servers, so a
-# stale pidfile whose number now belongs to something else is never acted upon.
-kurz__server_pid() {
-    local pidfile=$1/kurz-servers.pid pid
+# Prints the pid in PIDFILE when that process is alive and its name is COMM, so a stale
+# pidfile whose number now belongs to something else is never acted upon.
+kurz__live_pid() {
+    local pidfile=$1 comm=$2 pid
     [[ -r $pidfile ]] || return 1
     read -r pid <"$pidfile" || return 1
-    [[ $pid =~ ^[0-9]+$ && $(cat "/proc/$pid/comm" 2>/dev/null) == kurz-servers ]] || return 1
+    [[ $pid =~ ^[0-9]+$ && $(cat "/proc/$pid/comm" 2>/dev/null) == "$comm" ]] || return 1
     printf '%s\n' "$pid"
 }
+
+kurz__server_pid() { kurz__live_pid "$1/kurz-servers.pid" kurz-servers; }
 
 # kurz__server_start KIND DIR PORT [ARGS...]: starts `kurz-servers KIND` and waits until it is
 # ready (10 minutes at most: a first initdb on a slow disk, a long crash recovery), or dies
@@ -301,13 +303,7 @@ kurz_redis_start() { kurz__server_start redis "$1" "$2"; }
 kurz_redis_stop() { kurz__server_stop redis "$1"; }
 
 # Prints the pid of the redis-server of DIR (the benches measure its CPU time) when it runs.
-kurz__redis_pid() {
-    local pidfile=$1/redis.pid pid
-    [[ -r $pidfile ]] || return 1
-    read -r pid <"$pidfile" || return 1
-    [[ $pid =~ ^[0-9]+$ && $(cat "/proc/$pid/comm" 2>/dev/null) == redis-server ]] || return 1
-    printf '%s\n' "$pid"
-}
+kurz__redis_pid() { kurz__live_pid "$1/redis.pid" redis-server; }
 
 # --- Processes and HTTP ------------------------------------------------------------------------
 

@@ -69,6 +69,16 @@ struct Asset {
 impl Asset {
     fn new(content_type: &'static str, body: web::Bytes, cache_control: &'static str) -> Self {
         let digest = Sha256::digest(&body);
+        Self::digested(content_type, body, &digest, cache_control)
+    }
+
+    /// [`Self::new`] with the body's SHA-256 already at hand.
+    fn digested(
+        content_type: &'static str,
+        body: web::Bytes,
+        digest: &[u8],
+        cache_control: &'static str,
+    ) -> Self {
         Self {
             content_type,
             etag: EntityTag::new_strong(hex(&digest[..12])),
@@ -84,36 +94,25 @@ pub struct Page {
     index: Asset,
     /// By file name under `/assets/`: each file under its plain and its hashed name.
     assets: HashMap<String, Asset>,
-    /// Each file's plain name and the path the page links it by.
-    linked: Vec<(&'static str, String)>,
 }
 
 impl Page {
     pub fn new(anonymous_create: bool) -> Self {
         let mut assets = HashMap::new();
-        let mut linked = Vec::new();
         let mut index = INDEX.replace(ANONYMOUS_CREATE_SLOT, &anonymous_create.to_string());
         for (name, content_type, bytes) in FILES {
             let body = web::Bytes::from_static(bytes);
-            let hashed = hashed_name(name, &Sha256::digest(&body));
+            let digest = Sha256::digest(&body);
+            let hashed = hashed_name(name, &digest);
             index = index.replace(&format!("/assets/{name}\""), &format!("/assets/{hashed}\""));
-            linked.push((name, format!("/assets/{hashed}")));
-            assets.insert(hashed, Asset::new(content_type, body.clone(), HASHED_CACHE));
-            assets.insert(name.to_owned(), Asset::new(content_type, body, REVALIDATE));
+            let served = |cache| Asset::digested(content_type, body.clone(), &digest, cache);
+            assets.insert(hashed, served(HASHED_CACHE));
+            assets.insert(name.to_owned(), served(REVALIDATE));
         }
         Self {
             index: Asset::new("text/html; charset=utf-8", index.into(), REVALIDATE),
             assets,
-            linked,
         }
-    }
-
-    /// The path the page links `name` by (`/assets/app.3f9c0a1b2d.js`).
-    pub fn asset_path(&self, name: &str) -> Option<&str> {
-        self.linked
-            .iter()
-            .find(|(plain, _)| *plain == name)
-            .map(|(_, path)| path.as_str())
     }
 }
 
@@ -192,8 +191,8 @@ mod tests {
     fn the_page_links_every_asset_by_its_hashed_name() {
         let page = Page::new(false);
         let html = std::str::from_utf8(&page.index.body).expect("UTF-8");
-        for (name, _, _) in FILES {
-            let hashed = page.asset_path(name).expect("a hashed name");
+        for (name, _, bytes) in FILES {
+            let hashed = format!("/assets/{}", hashed_name(name, &Sha256::digest(bytes)));
             assert!(
                 html.contains(&format!("\"{hashed}\"")),
                 "{name} as {hashed}"

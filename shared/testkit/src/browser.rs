@@ -46,7 +46,8 @@ pub const PATIENCE: Duration = Duration::from_secs(15);
 pub struct Browser {
     client: Option<Client>,
     driver: Child,
-    profile: TempDir,
+    /// Removed when the browser drops, after chromedriver is gone.
+    _profile: TempDir,
 }
 
 impl Browser {
@@ -66,7 +67,7 @@ impl Browser {
                     return Self {
                         client: Some(client),
                         driver,
-                        profile,
+                        _profile: profile,
                     };
                 }
                 Err(e) => {
@@ -232,7 +233,6 @@ impl Drop for Browser {
     /// process group, Chromium and its helpers included.
     fn drop(&mut self) {
         stop_driver(&mut self.driver);
-        let _ = &self.profile;
     }
 }
 

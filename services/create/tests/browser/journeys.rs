@@ -252,8 +252,7 @@ async fn a_person_signs_in_with_a_key_and_sees_their_link_with_its_click_in_my_l
 #[tokio::test]
 async fn an_invalid_url_shows_its_error_beside_the_url_field_and_creates_nothing() {
     let stack = Stack::start(false).await;
-    let browser = Browser::start().await;
-    signed_in_at(&browser, &stack, "#/").await;
+    let browser = signed_in_at(&stack, "#/").await;
 
     browser.type_into("#url", "example.com/no-scheme").await;
     browser.click("#shorten-submit").await;
@@ -303,8 +302,7 @@ async fn deleting_a_link_asks_for_confirmation_first_and_cancelling_keeps_it() {
     let stack = Stack::start(false).await;
     let link = stack.link(&stack.target("/to-delete")).await;
     let code = link["code"].as_str().expect("a code").to_owned();
-    let browser = Browser::start().await;
-    signed_in_at(&browser, &stack, "#/links").await;
+    let browser = signed_in_at(&stack, "#/links").await;
     ready(&browser, "view-links").await;
     let delete = format!("#links-list li.link[data-code='{code}'] button.link-delete");
 
@@ -344,8 +342,7 @@ async fn deleting_a_link_asks_for_confirmation_first_and_cancelling_keeps_it() {
 #[tokio::test]
 async fn the_whole_shorten_form_works_from_the_keyboard_alone() {
     let stack = Stack::start(false).await;
-    let browser = Browser::start().await;
-    signed_in_at(&browser, &stack, "#/").await;
+    let browser = signed_in_at(&stack, "#/").await;
     browser.find("#shorten-form").await;
     let target = stack.target("/typed");
 
@@ -400,13 +397,12 @@ async fn every_field_has_a_label_and_every_view_fits_a_360_px_wide_screen() {
         .link(&stack.target("/a/rather/long/path/that/must/wrap/on/a/phone"))
         .await;
     let code = link["code"].as_str().expect("a code").to_owned();
-    let browser = Browser::start().await;
+    let browser = signed_in_at(&stack, "#/").await;
     browser
         .client()
         .set_window_size(360, 800)
         .await
         .expect("a phone-sized window");
-    signed_in_at(&browser, &stack, "#/").await;
 
     for (route, view, shot) in [
         ("#/", "view-shorten", "phone-shorten"),
@@ -470,8 +466,7 @@ async fn editing_a_link_changes_its_target_and_clears_its_visit_limit_and_a_bad_
         .as_str()
         .expect("a code")
         .to_owned();
-    let browser = Browser::start().await;
-    signed_in_at(&browser, &stack, "#/links").await;
+    let browser = signed_in_at(&stack, "#/links").await;
     ready(&browser, "view-links").await;
     let item = format!("#links-list li.link[data-code='{code}']");
 
@@ -536,8 +531,7 @@ async fn my_links_pages_with_load_more_and_narrows_by_search_and_status() {
         stack.link(&stack.target(&format!("/page/{n}"))).await;
     }
     let special = stack.link(&stack.target("/a-special-one")).await;
-    let browser = Browser::start().await;
-    signed_in_at(&browser, &stack, "#/links").await;
+    let browser = signed_in_at(&stack, "#/links").await;
     ready(&browser, "view-links").await;
     let listed = "return document.querySelectorAll('#links-list li.link').length;";
     let count = || async {

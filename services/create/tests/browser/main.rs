@@ -132,9 +132,10 @@ impl Stack {
     }
 }
 
-/// Stores `key` in the page's storage, as signing in does, and opens `route`. For journeys
-/// about something else than signing in (which has its own).
-pub async fn signed_in_at(browser: &Browser, stack: &Stack, route: &str) {
+/// A browser with the stack's key in the page's storage, as signing in leaves it, at `route`.
+/// For journeys about something else than signing in (which has its own).
+pub async fn signed_in_at(stack: &Stack, route: &str) -> Browser {
+    let browser = Browser::start().await;
     browser.open(&stack.page()).await;
     browser
         .client()
@@ -153,6 +154,7 @@ pub async fn signed_in_at(browser: &Browser, stack: &Stack, route: &str) {
         .await
         .expect("reloading the page");
     browser.find("#whoami").await;
+    browser
 }
 
 /// Waits until the view `id` has loaded its data (`data-state="ready"`).

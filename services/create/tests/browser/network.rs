@@ -2,8 +2,6 @@
 //! person uses every view, goes to the create service, and its console holds no refusal of
 //! the Content-Security-Policy (and no script error).
 
-use kurz_testkit::Browser;
-
 use crate::{Stack, ready, signed_in_at};
 
 #[tokio::test]
@@ -16,10 +14,8 @@ async fn the_page_requests_nothing_from_any_origin_but_its_own() {
         .await
         .expect("a click");
     stack.apply_clicks(1).await;
-    let browser = Browser::start().await;
     let origin = stack.create.url("");
-
-    signed_in_at(&browser, &stack, "#/").await;
+    let browser = signed_in_at(&stack, "#/").await;
     browser.type_into("#url", &stack.target("/more")).await;
     browser.click("#shorten-submit").await;
     browser.find("#result-qr svg").await;

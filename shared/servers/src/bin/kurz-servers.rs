@@ -16,56 +16,64 @@ struct Cli {
     server: Server,
 }
 
+/// What every server takes.
+#[derive(Debug, clap::Args)]
+struct Common {
+    /// Where the server's files live.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The loopback port it listens on.
+    #[arg(long)]
+    port: u16,
+    /// Created once the server answers; default DIR/ready.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Server {
     /// PostgreSQL with its cluster in DIR/data (initdb'ed on first use), durable.
     Postgres {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long)]
-        port: u16,
+        #[command(flatten)]
+        common: Common,
         /// Created when missing.
         #[arg(long, default_value = "kurz")]
         database: String,
-        /// Created once the server answers; default DIR/ready.
-        #[arg(long)]
-        ready_file: Option<PathBuf>,
     },
     /// nginx with its files in DIR, serving SITE (infra/nginx/kurz.conf) in front of the
     /// upstream groups given as name=host:port,host:port.
     Nginx {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long)]
-        port: u16,
+        #[command(flatten)]
+        common: Common,
         #[arg(long)]
         site: PathBuf,
         #[arg(long = "upstream", required = true)]
         upstreams: Vec<String>,
-        #[arg(long)]
-        ready_file: Option<PathBuf>,
     },
     /// PgBouncer in transaction mode with its files in DIR, in front of the PostgreSQL on
     /// 127.0.0.1:POSTGRES_PORT.
     Pgbouncer {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long)]
-        port: u16,
+        #[command(flatten)]
+        common: Common,
         #[arg(long)]
         postgres_port: u16,
-        #[arg(long)]
-        ready_file: Option<PathBuf>,
     },
     /// An empty Redis (no persistence) with its log and pidfile in DIR.
     Redis {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long)]
-        port: u16,
-        #[arg(long)]
-        ready_file: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
     },
+}
+
+impl Server {
+    fn common(&self) -> &Common {
+        match self {
+            Self::Postgres { common, .. }
+            | Self::Nginx { common, .. }
+            | Self::Pgbouncer { common, .. }
+            | Self::Redis { common } => common,
+        }
+    }
 }
 
 /// A server that is running, whichever kind; dropping it stops it.
@@ -96,63 +104,27 @@ async fn main() -> anyhow::Result<()> {
     kurz_servers::process::leave_terminal();
     let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
-    let (server, ready_file) = match cli.server {
-        Server::Postgres {
-            dir,
-            port,
-            database,
-            ready_file,
-        } => {
-            let dir = absolute(&dir)?;
-            let server = PostgresServer::keep(&dir, port, &database).await?;
-            (
-                Running::Postgres(server),
-                ready_file.unwrap_or(dir.join("ready")),
-            )
+    let common = cli.server.common();
+    let dir = absolute(&common.dir)?;
+    let port = common.port;
+    let ready_file = common.ready_file.clone().unwrap_or(dir.join("ready"));
+    let server = match &cli.server {
+        Server::Postgres { database, .. } => {
+            Running::Postgres(PostgresServer::keep(&dir, port, database).await?)
         }
         Server::Nginx {
-            dir,
-            port,
-            site,
-            upstreams,
-            ready_file,
+            site, upstreams, ..
         } => {
-            let dir = absolute(&dir)?;
             let upstreams = upstreams
                 .iter()
                 .map(|spec| Upstream::parse(spec))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let server = NginxServer::keep(&dir, port, &site, &upstreams).await?;
-            (
-                Running::Nginx(server),
-                ready_file.unwrap_or(dir.join("ready")),
-            )
+            Running::Nginx(NginxServer::keep(&dir, port, site, &upstreams).await?)
         }
-        Server::Pgbouncer {
-            dir,
-            port,
-            postgres_port,
-            ready_file,
-        } => {
-            let dir = absolute(&dir)?;
-            let server = PgBouncerServer::keep(&dir, port, postgres_port).await?;
-            (
-                Running::PgBouncer(server),
-                ready_file.unwrap_or(dir.join("ready")),
-            )
+        Server::Pgbouncer { postgres_port, .. } => {
+            Running::PgBouncer(PgBouncerServer::keep(&dir, port, *postgres_port).await?)
         }
-        Server::Redis {
-            dir,
-            port,
-            ready_file,
-        } => {
-            let dir = absolute(&dir)?;
-            let server = RedisServer::keep(&dir, port).await?;
-            (
-                Running::Redis(server),
-                ready_file.unwrap_or(dir.join("ready")),
-            )
-        }
+        Server::Redis { .. } => Running::Redis(RedisServer::keep(&dir, port).await?),
     };
     std::fs::write(&ready_file, std::process::id().to_string())
         .with_context(|| format!("writing {}", ready_file.display()))?;
