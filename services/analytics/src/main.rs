@@ -6,8 +6,17 @@ use kurz_settings::Source;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = Settings::from_source(&Source::from_env()).context("reading settings")?;
+    let source = Source::from_env();
+    let settings = Settings::from_source(&source).context("reading settings")?;
     let telemetry = kurz_telemetry::init("kurz-analytics", &settings.telemetry)?;
+    // A variable no setting reads is most often a typo, which would otherwise go unnoticed.
+    let unread = source.unread(&Settings::variables());
+    if !unread.is_empty() {
+        tracing::warn!(
+            variables = ?unread,
+            "set but not read by kurz-analytics: a typo, or another service's?"
+        );
+    }
     let result = run(&settings).await;
     telemetry.shutdown().await;
     result

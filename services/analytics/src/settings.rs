@@ -1,5 +1,6 @@
 //! Settings of `kurz-analytics`.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -57,6 +58,15 @@ struct Vars {
 }
 
 impl Settings {
+    /// Every `KURZ_*` variable `kurz-analytics` reads: its own and the shared groups'.
+    pub fn variables() -> BTreeSet<String> {
+        kurz_settings::variables::of_binary::<Vars>(&[
+            DatabaseSettings::variables,
+            RedisSettings::variables,
+            TelemetrySettings::variables,
+        ])
+    }
+
     /// Reads the worker's variables, and the shared groups (database, Redis, telemetry):
     ///
     /// | Variable | Default | Meaning |

@@ -31,8 +31,17 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::from_source(&Source::from_env()).context("reading settings")?;
+    let source = Source::from_env();
+    let settings = Settings::from_source(&source).context("reading settings")?;
     let telemetry = kurz_telemetry::init("kurz-create", &settings.telemetry)?;
+    // A variable no setting reads is most often a typo, which would otherwise go unnoticed.
+    let unread = source.unread(&Settings::variables());
+    if !unread.is_empty() {
+        tracing::warn!(
+            variables = ?unread,
+            "set but not read by kurz-create: a typo, or another service's?"
+        );
+    }
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Import(args) => kurz_create::import::run(&settings, &args)

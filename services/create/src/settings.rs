@@ -1,5 +1,6 @@
 //! Settings of `kurz-create`.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -115,6 +116,11 @@ struct Vars {
 const RATE_LIMITS: std::ops::RangeInclusive<u32> = 1..=1_000_000;
 
 impl Settings {
+    /// Every `KURZ_*` variable `kurz-create` reads: its own and the shared groups'.
+    pub fn variables() -> BTreeSet<String> {
+        kurz_settings::variables::of_binary::<Vars>(kurz_settings::variables::HTTP_SERVICE_GROUPS)
+    }
+
     /// Reads the create service's settings: the groups every service shares (`KURZ_DATABASE_*`,
     /// `KURZ_BREAKER_*`, `KURZ_REDIS_*`, `KURZ_LISTEN`, `KURZ_PUBLIC_BASE_URL`, telemetry; see
     /// `kurz_settings`), and its own:

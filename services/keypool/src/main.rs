@@ -23,6 +23,12 @@ enum Command {
     Run,
     /// Apply pending database migrations, then exit.
     Migrate,
+    /// Wait until the schema is at least this build's (an init container's job), then exit.
+    WaitForSchema {
+        /// Give up (exit 1) after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
     /// One refill step, then exit: up to the high watermark, or exactly --count new keys.
     Refill {
         #[arg(long)]
@@ -40,12 +46,28 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::from_source(&Source::from_env()).context("reading settings")?;
+    let source = Source::from_env();
+    let settings = Settings::from_source(&source).context("reading settings")?;
     let telemetry = kurz_telemetry::init("kurz-keypool", &settings.telemetry)?;
+    // A variable no setting reads is most often a typo, which would otherwise go unnoticed.
+    let unread = source.unread(&Settings::variables());
+    if !unread.is_empty() {
+        tracing::warn!(
+            variables = ?unread,
+            "set but not read by kurz-keypool: a typo, or another service's?"
+        );
+    }
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Migrate => kurz_repository::postgres::migrate(&settings.database)
             .await
             .context("applying migrations"),
+        Command::WaitForSchema { timeout_secs } => {
+            kurz_keypool::schema::wait_for_schema(
+                &settings.database,
+                std::time::Duration::from_secs(timeout_secs),
+            )
+            .await
+        }
         Command::Refill { count } => refill(&settings, count).await,
         Command::Run => run(&settings).await,
         Command::Accounts(cmd) => {

@@ -1,11 +1,12 @@
 //! Settings of `kurz-keypool`.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use kurz_settings::{
-    DatabaseSettings, SettingsError, Source, TelemetrySettings, in_range, positive_millis,
-    socket_addr,
+    DatabaseSettings, RedisSettings, SettingsError, Source, TelemetrySettings, in_range,
+    positive_millis, socket_addr,
 };
 use serde::Deserialize;
 
@@ -52,6 +53,17 @@ struct Vars {
 }
 
 impl Settings {
+    /// Every `KURZ_*` variable `kurz-keypool` reads: its own and the shared groups'.
+    /// `KURZ_REDIS_*` included: the operator commands (`accounts`, `api-keys`) read them to
+    /// announce revocations, though the refill loop does not.
+    pub fn variables() -> BTreeSet<String> {
+        kurz_settings::variables::of_binary::<Vars>(&[
+            DatabaseSettings::variables,
+            TelemetrySettings::variables,
+            RedisSettings::variables,
+        ])
+    }
+
     pub fn from_source(source: &Source) -> Result<Self, SettingsError> {
         let vars: Vars = source.extract()?;
         let key_length = in_range(
@@ -71,9 +83,14 @@ impl Settings {
             "KURZ_METRICS_LISTEN",
             vars.metrics_listen.as_deref().unwrap_or("127.0.0.1:9464"),
         )?;
+        let database = DatabaseSettings::from_source(source)?;
+        // The worker migrates and vacuums, both over a session of their own: behind a
+        // transaction pooler that needs the direct URL, so its absence fails the start rather
+        // than the first VACUUM.
+        database.direct_url()?;
         Ok(Self {
             metrics_listen,
-            database: DatabaseSettings::from_source(source)?,
+            database,
             telemetry: TelemetrySettings::from_source(source)?,
             pool: PoolSettings {
                 key_length,
@@ -117,5 +134,23 @@ mod tests {
         let err = Settings::from_source(&Source::from_vars([("KURZ_KEY_LENGTH", "3")]))
             .expect_err("must fail");
         assert!(err.to_string().contains("KURZ_KEY_LENGTH"), "{err}");
+    }
+
+    #[test]
+    fn a_transaction_pooler_without_a_direct_url_is_refused() {
+        let source = Source::from_vars([("KURZ_DATABASE_POOLER", "transaction")]);
+        let err = Settings::from_source(&source).expect_err("must fail");
+        assert!(
+            err.to_string().contains("KURZ_DATABASE_DIRECT_URL"),
+            "{err}"
+        );
+        let source = Source::from_vars([
+            ("KURZ_DATABASE_POOLER", "transaction"),
+            (
+                "KURZ_DATABASE_DIRECT_URL",
+                "postgres://kurz@127.0.0.1:5432/kurz",
+            ),
+        ]);
+        Settings::from_source(&source).expect("valid with a direct URL");
     }
 }

@@ -1,5 +1,6 @@
 //! Settings of `kurz-redirect`.
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -128,6 +129,11 @@ struct Vars {
 }
 
 impl Settings {
+    /// Every `KURZ_*` variable `kurz-redirect` reads: its own and the shared groups'.
+    pub fn variables() -> BTreeSet<String> {
+        kurz_settings::variables::of_binary::<Vars>(kurz_settings::variables::HTTP_SERVICE_GROUPS)
+    }
+
     /// Reads the redirect service's settings: the groups every service shares
     /// (`KURZ_DATABASE_*`, `KURZ_BREAKER_*`, `KURZ_REDIS_*`, `KURZ_LISTEN`,
     /// `KURZ_TRUSTED_PROXIES`, telemetry; see `kurz_settings`), and its own:

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 
 use crate::error::RepoError;
 // The key is claimed as for a single create (`CLAIM_IDEMPOTENCY_KEY`): a concurrent duplicate
@@ -143,18 +143,6 @@ const INSERT_ALIASES: &str = concat!(
     link_columns!()
 );
 
-// The parameter types of INSERT_MANY and INSERT_ALIASES, in order.
-const ROW_TYPES: [Type; 8] = [
-    Type::TEXT_ARRAY,
-    Type::TEXT_ARRAY,
-    Type::TIMESTAMPTZ_ARRAY,
-    Type::INT8_ARRAY,
-    Type::INT2_ARRAY,
-    Type::BOOL_ARRAY,
-    Type::TEXT_ARRAY,
-    Type::INT8_ARRAY,
-];
-
 const FIND_KEY: &str = "SELECT request, account_id, response FROM idempotency_keys WHERE key = $1";
 const RECORD_RESPONSE: &str = "UPDATE idempotency_keys SET response = $2 WHERE key = $1";
 
@@ -237,13 +225,7 @@ async fn query_rows(
     rows: &[(&str, &NewLink)],
 ) -> Result<Vec<Link>, RepoError> {
     let columns = ManyColumns::of(rows);
-    let values = columns.params();
-    let params: Vec<(&(dyn ToSql + Sync), Type)> = values
-        .iter()
-        .zip(ROW_TYPES.iter())
-        .map(|(value, ty)| (*value, ty.clone()))
-        .collect();
-    let found = tx.query_typed(statement, &params).await?;
+    let found = tx.query_typed(statement, &columns.params()).await?;
     Ok(found.iter().map(link_from_row).collect())
 }
 

@@ -71,17 +71,18 @@ impl<'a> Columns<'a> {
         }
     }
 
-    /// `$1` (the code) and these, in statement order.
-    fn params<'b>(&'b self, code: &'b &'b str) -> [&'b (dyn ToSql + Sync); 8] {
+    /// `$1` (the code) and these, in statement order, with their types: every statement is
+    /// unnamed (`query_typed`), so it works through a transaction pooler such as PgBouncer.
+    fn params<'b>(&'b self, code: &'b &'b str) -> [(&'b (dyn ToSql + Sync), Type); 8] {
         [
-            code,
-            &self.target_url,
-            &self.expires_at,
-            &self.owner_id,
-            &self.redirect_status,
-            &self.forward_query,
-            &self.expired_url,
-            &self.max_visits,
+            (code, Type::TEXT),
+            (&self.target_url, Type::TEXT),
+            (&self.expires_at, Type::TIMESTAMPTZ),
+            (&self.owner_id, Type::INT8),
+            (&self.redirect_status, Type::INT2),
+            (&self.forward_query, Type::BOOL),
+            (&self.expired_url, Type::TEXT),
+            (&self.max_visits, Type::INT8),
         ]
     }
 }
@@ -93,8 +94,8 @@ const INSERT_WITH_KEY: &str = concat!(
     link_columns!()
 );
 
-// Many links in one statement and one commit (group commit); unnest keeps it one prepared
-// statement whatever the batch size.
+// Many links in one statement and one commit (group commit); unnest keeps it one statement
+// text whatever the batch size.
 pub(crate) const INSERT_MANY: &str = concat!(
     "INSERT INTO links (code, target_url, expires_at, owner_id, redirect_status, forward_query, \
      expired_url, max_visits) \
@@ -187,8 +188,7 @@ impl PgRepository {
         let columns = ManyColumns::of(rows);
         self.guarded(async {
             let client = self.connection().await?;
-            let stmt = client.prepare_cached(INSERT_MANY).await?;
-            let rows = client.query(&stmt, &columns.params()).await?;
+            let rows = client.query_typed(INSERT_MANY, &columns.params()).await?;
             Ok(rows.iter().map(link_from_row).collect())
         })
         .await
@@ -203,7 +203,7 @@ impl PgRepository {
         self.idempotent(|| async {
             let client = self.connection().await?;
             Ok(client
-                .execute(DELETE_OLD_IDEMPOTENCY_KEYS, &[&secs])
+                .execute_typed(DELETE_OLD_IDEMPOTENCY_KEYS, &[(&secs, Type::FLOAT8)])
                 .await?)
         })
         .await
@@ -248,16 +248,17 @@ impl<'a> ManyColumns<'a> {
         columns
     }
 
-    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 8] {
+    /// The columns as the parameters of [`INSERT_MANY`] (and bulk's alias insert), typed.
+    pub(crate) fn params(&self) -> [(&(dyn ToSql + Sync), Type); 8] {
         [
-            &self.codes,
-            &self.urls,
-            &self.expiries,
-            &self.owners,
-            &self.statuses,
-            &self.forwards,
-            &self.expired_urls,
-            &self.max_visits,
+            (&self.codes, Type::TEXT_ARRAY),
+            (&self.urls, Type::TEXT_ARRAY),
+            (&self.expiries, Type::TIMESTAMPTZ_ARRAY),
+            (&self.owners, Type::INT8_ARRAY),
+            (&self.statuses, Type::INT2_ARRAY),
+            (&self.forwards, Type::BOOL_ARRAY),
+            (&self.expired_urls, Type::TEXT_ARRAY),
+            (&self.max_visits, Type::INT8_ARRAY),
         ]
     }
 }
@@ -274,9 +275,10 @@ impl LinkRepository for PgRepository {
         // unique code; the client's Idempotency-Key is the safe way to retry a create.
         self.guarded(async {
             let client = self.connection().await?;
-            let stmt = client.prepare_cached(INSERT_WITH_KEY).await?;
             let columns = Columns::of(link);
-            let row = client.query_one(&stmt, &columns.params(&code)).await?;
+            let row = client
+                .query_typed_one(INSERT_WITH_KEY, &columns.params(&code))
+                .await?;
             Ok(link_from_row(&row))
         })
         .await
@@ -291,9 +293,10 @@ impl LinkRepository for PgRepository {
     async fn insert_with_alias(&self, alias: &str, link: &NewLink) -> Result<Link, RepoError> {
         self.guarded(async {
             let client = self.connection().await?;
-            let stmt = client.prepare_cached(INSERT_WITH_ALIAS).await?;
             let columns = Columns::of(link);
-            let row = client.query_opt(&stmt, &columns.params(&alias)).await?;
+            let row = client
+                .query_typed_opt(INSERT_WITH_ALIAS, &columns.params(&alias))
+                .await?;
             row.as_ref().map(link_from_row).ok_or(RepoError::CodeTaken)
         })
         .await
@@ -317,7 +320,14 @@ impl LinkRepository for PgRepository {
             let mut client = self.connection().await?;
             let tx = client.transaction().await?;
             let claimed = tx
-                .execute(CLAIM_IDEMPOTENCY_KEY, &[&key, &request, &link.owner_id])
+                .execute_typed(
+                    CLAIM_IDEMPOTENCY_KEY,
+                    &[
+                        (&key, Type::TEXT),
+                        (&request, Type::TEXT),
+                        (&link.owner_id, Type::INT8),
+                    ],
+                )
                 .await?;
             if claimed == 0 {
                 let row = tx
@@ -345,7 +355,7 @@ impl LinkRepository for PgRepository {
             // Dropping the transaction on an error rolls the key's row back too.
             let columns = Columns::of(link);
             let row = tx
-                .query_opt(sql, &columns.params(&code))
+                .query_typed_opt(sql, &columns.params(&code))
                 .await?
                 .ok_or(RepoError::CodeTaken)?;
             let created = link_from_row(&row);
@@ -364,8 +374,9 @@ impl LinkRepository for PgRepository {
     async fn find(&self, code: &str) -> Result<Option<Link>, RepoError> {
         self.idempotent(|| async {
             let client = self.connection().await?;
-            let stmt = client.prepare_cached(FIND_LIVE).await?;
-            let row = client.query_opt(&stmt, &[&code]).await?;
+            let row = client
+                .query_typed_opt(FIND_LIVE, &[(&code, Type::TEXT)])
+                .await?;
             Ok(row.as_ref().map(link_from_row))
         })
         .await

@@ -1,17 +1,23 @@
 //! PostgreSQL: the pool, migrations, the schema check, the breaker wiring, and the SQL of the
 //! key pool. Links have their own module, [`crate::links`].
+//!
+//! Every statement on a pooled connection is unnamed (`query_typed` and its relatives, or the
+//! simple protocol) and leaves no session state behind, so the pool works through a
+//! transaction pooler such as PgBouncer in `pool_mode = transaction`: there each transaction
+//! may run on another server connection, and a named prepared statement would be missing
+//! there, or already taken by another client. What needs a session of its own (migrations,
+//! VACUUM) opens a direct connection ([`DatabaseSettings::direct_url`]).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use futures_util::SinkExt;
-use kurz_settings::DatabaseSettings;
+use kurz_settings::{DatabaseSettings, Pooler};
 use kurz_telemetry::metrics::names;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
 
 use crate::KeyRepository;
 use crate::breaker::Breaker;
@@ -26,7 +32,7 @@ mod embedded {
 /// Arbitrary but fixed key of the advisory lock that serializes concurrent `migrate` runs.
 const MIGRATION_LOCK_KEY: i64 = 0x6b75_727a_6d69_6772; // "kurzmigr"
 
-/// Keys sent to PostgreSQL per COPY chunk: large enough to amortize the round trip, small enough
+/// Keys sent to PostgreSQL per insert: large enough to amortize the round trip, small enough
 /// to keep the generation buffer around a megabyte.
 const REFILL_CHUNK: usize = 100_000;
 
@@ -53,7 +59,10 @@ pub async fn migrate(settings: &DatabaseSettings) -> Result<(), RepoError> {
     // Migrations may build indexes on big tables: no request-path statement timeout here.
     client.batch_execute("SET statement_timeout = 0").await?;
     client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .execute_typed(
+            "SELECT pg_advisory_lock($1)",
+            &[(&MIGRATION_LOCK_KEY, Type::INT8)],
+        )
         .await?;
     let report = embedded::migrations::runner()
         .set_abort_divergent(true)
@@ -62,7 +71,10 @@ pub async fn migrate(settings: &DatabaseSettings) -> Result<(), RepoError> {
         .map_err(|e| RepoError::Migration(Box::new(e)));
     // The lock dies with the session anyway; unlocking just lets the next runner go sooner.
     let _ = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .execute_typed(
+            "SELECT pg_advisory_unlock($1)",
+            &[(&MIGRATION_LOCK_KEY, Type::INT8)],
+        )
         .await;
     for migration in report?.applied_migrations() {
         tracing::info!(
@@ -74,11 +86,16 @@ pub async fn migrate(settings: &DatabaseSettings) -> Result<(), RepoError> {
     Ok(())
 }
 
-/// A single connection outside any pool, for migrations and tools.
+/// A single connection outside any pool, to PostgreSQL itself (never through a transaction
+/// pooler), for migrations and tools.
 pub async fn connect_direct(
     settings: &DatabaseSettings,
 ) -> Result<tokio_postgres::Client, RepoError> {
-    let (client, connection) = pg_config(settings, "kurz-migrate")?.connect(NoTls).await?;
+    connect(&direct_config(settings, "kurz-migrate")?).await
+}
+
+async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, RepoError> {
+    let (client, connection) = config.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "PostgreSQL connection ended with an error");
@@ -87,12 +104,23 @@ pub async fn connect_direct(
     Ok(client)
 }
 
-fn pg_config(
+fn direct_config(
     settings: &DatabaseSettings,
     application_name: &str,
 ) -> Result<tokio_postgres::Config, RepoError> {
-    let mut config: tokio_postgres::Config = settings
-        .url
+    let url = settings
+        .direct_url()
+        .map_err(|e| RepoError::Unavailable(Box::new(e)))?;
+    pg_config(url, Pooler::None, settings, application_name)
+}
+
+fn pg_config(
+    url: &SecretString,
+    pooler: Pooler,
+    settings: &DatabaseSettings,
+    application_name: &str,
+) -> Result<tokio_postgres::Config, RepoError> {
+    let mut config: tokio_postgres::Config = url
         .expose_secret()
         .parse()
         .map_err(|e| RepoError::Unavailable(Box::new(e)))?;
@@ -102,11 +130,16 @@ fn pg_config(
         // Keepalives find connections whose peer vanished without a FIN (a dead host, a
         // dropped NAT entry), which would otherwise hang until the statement timeout.
         .keepalives(true)
-        .keepalives_idle(Duration::from_secs(30))
-        .options(format!(
+        .keepalives_idle(Duration::from_secs(30));
+    // A transaction pooler refuses startup options (PgBouncer: "unsupported startup
+    // parameter"), and could not carry them to the server connections it shares anyway; the
+    // server-side bound then comes from the role or database (see `Pooler::Transaction`).
+    if pooler == Pooler::None {
+        config.options(format!(
             "-c statement_timeout={}",
             settings.statement_timeout.as_millis()
         ));
+    }
     Ok(config)
 }
 
@@ -122,6 +155,10 @@ const RETRY_BASE_DELAY: Duration = Duration::from_millis(10);
 pub struct PgRepository {
     pool: Pool,
     breaker: Breaker,
+    /// PostgreSQL itself, for VACUUM; `None` when the settings give no direct URL, which only
+    /// the binaries that never vacuum may do (see `DatabaseSettings::direct_url`).
+    direct: Option<tokio_postgres::Config>,
+    pooler: Pooler,
     /// Client-side bound of one request-path call: pool wait, connect and statement timeout
     /// together. The server's statement_timeout does not fire when the delay is on the wire
     /// (a slow network, a half-dead host), so the client needs its own.
@@ -132,7 +169,7 @@ impl PgRepository {
     /// Builds the pool. No connection is opened yet: call [`Self::check_schema`] at start.
     pub fn new(settings: &DatabaseSettings, application_name: &str) -> Result<Self, RepoError> {
         let manager = Manager::from_config(
-            pg_config(settings, application_name)?,
+            pg_config(&settings.url, settings.pooler, settings, application_name)?,
             NoTls,
             // `Fast` only checks whether the client noticed its connection closing; a
             // connection the server killed is then found on its first query, which fails as
@@ -153,6 +190,8 @@ impl PgRepository {
         Ok(Self {
             pool,
             breaker: Breaker::new("postgres", &settings.breaker),
+            direct: direct_config(settings, application_name).ok(),
+            pooler: settings.pooler,
             deadline: settings.pool_timeout + settings.connect_timeout + settings.statement_timeout,
         })
     }
@@ -188,7 +227,7 @@ impl PgRepository {
         self.idempotent(|| async {
             let client = self.connection().await?;
             let n: i64 = client
-                .query_one(
+                .query_typed_one(
                     "SELECT coalesce(n_live_tup, 0) FROM pg_stat_user_tables \
                      WHERE relname = 'key_pool'",
                     &[],
@@ -255,13 +294,42 @@ impl PgRepository {
         if found < needed {
             return Err(RepoError::SchemaOutdated { found, needed });
         }
+        if self.pooler == Pooler::Transaction {
+            self.warn_if_unbounded().await?;
+        }
+        Ok(())
+    }
+
+    /// Behind a transaction pooler the server-side statement timeout is the role's or the
+    /// database's (Kurz cannot send its own): say so at start when there is none, since the
+    /// client-side deadline then is the only bound and a runaway statement holds a server
+    /// connection of the pooler until it ends.
+    async fn warn_if_unbounded(&self) -> Result<(), RepoError> {
+        let timeout: String = self
+            .idempotent(|| async {
+                let client = self.connection().await?;
+                let row = client
+                    .query_typed_one("SELECT current_setting('statement_timeout')", &[])
+                    .await?;
+                Ok(row.get(0))
+            })
+            .await?;
+        if timeout == "0" {
+            tracing::warn!(
+                "no statement_timeout on PostgreSQL behind the transaction pooler; set one for \
+                 Kurz's role (ALTER ROLE ... SET statement_timeout = '5s') or in the pooler \
+                 (PgBouncer: connect_query)"
+            );
+        } else {
+            tracing::info!(statement_timeout = %timeout, "behind a transaction pooler");
+        }
         Ok(())
     }
 
     async fn schema_version(&self) -> Result<i64, RepoError> {
         let client = self.connection().await?;
         let history_exists: bool = client
-            .query_one(
+            .query_typed_one(
                 "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
                 &[],
             )
@@ -269,7 +337,7 @@ impl PgRepository {
             .get(0);
         let found: i64 = if history_exists {
             client
-                .query_one(
+                .query_typed_one(
                     "SELECT COALESCE(MAX(version), 0)::int8 FROM refinery_schema_history",
                     &[],
                 )
@@ -293,87 +361,70 @@ impl PgRepository {
     }
 
     async fn vacuum(&self) -> Result<(), RepoError> {
-        let client = self.connection().await?;
-        // VACUUM cannot run in a transaction, so SET LOCAL is not available: raise the
-        // request-path bound for this session and put it back before the connection returns
-        // to the pool.
+        // VACUUM cannot run in a transaction, so SET LOCAL is not available and the longer
+        // bound is session state: a connection of its own, to PostgreSQL itself, gone after.
+        // Behind a transaction pooler a pooled session's SET would stay on a server
+        // connection that other clients then share.
+        let config = self.direct.as_ref().ok_or_else(|| {
+            RepoError::Unavailable("VACUUM needs KURZ_DATABASE_DIRECT_URL behind a pooler".into())
+        })?;
+        let client = connect(config).await?;
         client
             .batch_execute("SET statement_timeout = '300s'")
             .await?;
-        let vacuumed = client.batch_execute("VACUUM (ANALYZE) key_pool").await;
-        client.batch_execute("RESET statement_timeout").await?;
-        vacuumed?;
+        client.batch_execute("VACUUM (ANALYZE) key_pool").await?;
         Ok(())
     }
 
-    /// Adds candidate keys to the pool, skipping those already pooled or issued; each chunk is
-    /// newline-separated keys (COPY text format). One transaction: all new keys or none.
-    /// Every key goes through a staging table; see [`PgRepository::add_fresh_keys`] for the
-    /// fast path random keys take.
-    pub async fn add_candidates(
+    /// Adds freshly generated random keys; each chunk is newline-separated keys. One
+    /// transaction: all new keys or none.
+    ///
+    /// Each chunk is inserted as is (one array parameter, `unnest`ed), the fast path, and
+    /// only a chunk that collides with a pooled key, or repeats one of its own, is rolled back
+    /// to its savepoint and inserted again skipping duplicates and issued codes (`ON
+    /// CONFLICT` on every row costs a speculative insertion each, about half the speed).
+    ///
+    /// The fast path does not look for keys already issued: with random keys that is as rare
+    /// as any other collision, and a claim drops a pooled key that is already issued (its
+    /// `issued_codes` insert does nothing), so such a key is never handed out; it only sits in
+    /// the pool until a claim discards it.
+    ///
+    /// Not `COPY`: tokio-postgres sends a `COPY` as a named prepared statement, and every
+    /// statement here is unnamed (see the module documentation).
+    pub async fn add_fresh_keys(
         &self,
         chunks: impl Iterator<Item = String> + Send,
     ) -> Result<RefillReport, RepoError> {
         // Not retried: the chunks are consumed by the first attempt. The worker's loop retries
         // the whole step.
-        self.breaker
-            .call(self.copy_keys(chunks, CopyPath::Staged))
-            .await
+        self.breaker.call(self.insert_keys(chunks)).await
     }
 
-    /// Adds freshly generated random keys: each chunk is copied straight into `key_pool`
-    /// (as fast as a raw `COPY`), and only a chunk that collides with a pooled key, or repeats
-    /// one of its own, is rolled back to its savepoint and goes through the staging table.
-    ///
-    /// Unlike [`PgRepository::add_candidates`] this does not look for keys already issued:
-    /// with random keys that is as rare as any other collision, and a claim drops a pooled
-    /// key that is already issued (its `issued_codes` insert does nothing), so such a key is
-    /// never handed out; it only sits in the pool until a claim discards it.
-    pub async fn add_fresh_keys(
+    async fn insert_keys(
         &self,
         chunks: impl Iterator<Item = String> + Send,
-    ) -> Result<RefillReport, RepoError> {
-        self.breaker
-            .call(self.copy_keys(chunks, CopyPath::Direct))
-            .await
-    }
-
-    async fn copy_keys(
-        &self,
-        chunks: impl Iterator<Item = String> + Send,
-        path: CopyPath,
     ) -> Result<RefillReport, RepoError> {
         let started = Instant::now();
         let mut client = self.connection().await?;
         let mut tx = client.transaction().await?;
         tx.batch_execute(REFILL_TIMEOUT).await?;
         let (mut generated, mut inserted) = (0, 0);
-        let mut staged: Vec<Bytes> = Vec::new();
         for chunk in chunks {
-            let keys = chunk.bytes().filter(|&b| b == b'\n').count() as u64;
-            generated += keys;
-            let chunk = Bytes::from(chunk);
-            if path == CopyPath::Staged {
-                staged.push(chunk);
-                continue;
-            }
+            let keys: Vec<&str> = chunk.lines().collect();
+            generated += keys.len() as u64;
+            let param = [(&keys as &(dyn ToSql + Sync), Type::TEXT_ARRAY)];
             let savepoint = tx.savepoint("chunk").await?;
-            match copy_in(&savepoint, REFILL_COPY_DIRECT, [chunk.clone()]).await {
-                Ok(()) => {
+            match savepoint.execute_typed(REFILL_INSERT, &param).await {
+                Ok(n) => {
                     savepoint.commit().await?;
-                    inserted += keys;
+                    inserted += n;
                 }
                 Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                     savepoint.rollback().await?;
-                    staged.push(chunk);
+                    inserted += tx.execute_typed(REFILL_INSERT_SKIPPING, &param).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
-        }
-        if !staged.is_empty() {
-            tx.batch_execute(REFILL_STAGE).await?;
-            copy_in(&tx, REFILL_COPY_STAGED, staged).await?;
-            inserted += tx.execute(REFILL_INSERT, &[]).await?;
         }
         tx.commit().await?;
         Ok(RefillReport {
@@ -382,30 +433,6 @@ impl PgRepository {
             elapsed: started.elapsed(),
         })
     }
-}
-
-/// Which way [`PgRepository::copy_keys`] sends keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CopyPath {
-    /// Straight into `key_pool`, chunk by chunk, staging only the chunks that collide.
-    Direct,
-    /// Every chunk through the staging table, which skips pooled and issued keys.
-    Staged,
-}
-
-/// Runs one `COPY ... FROM STDIN` with `chunks` as its data.
-async fn copy_in(
-    tx: &deadpool_postgres::Transaction<'_>,
-    statement: &str,
-    chunks: impl IntoIterator<Item = Bytes>,
-) -> Result<(), tokio_postgres::Error> {
-    let sink = tx.copy_in::<_, Bytes>(statement).await?;
-    futures_util::pin_mut!(sink);
-    for chunk in chunks {
-        sink.send(chunk).await?;
-    }
-    sink.as_mut().finish().await?;
-    Ok(())
 }
 
 const POOL_DEPTH: &str = "SELECT count(*) FROM (SELECT 1 FROM key_pool LIMIT $1) AS head";
@@ -439,20 +466,17 @@ const RETURN_KEYS: &str = "\
     INSERT INTO key_pool (code) SELECT code FROM returned \
     ON CONFLICT (code) DO NOTHING";
 
-// Candidates are staged in a temporary table first, because a plain COPY into key_pool would
-// abort the whole batch on the first duplicate. The NOT EXISTS skips codes already issued;
-// ON CONFLICT skips codes already pooled and duplicates within the batch.
 // A bulk refill is background work that legitimately runs longer than any request may, so it
-// gets its own bound instead of the request-path statement_timeout.
+// gets its own bound instead of the request-path statement_timeout. SET LOCAL ends with the
+// transaction, so it is no session state.
 const REFILL_TIMEOUT: &str = "SET LOCAL statement_timeout = '300s'";
-const REFILL_STAGE: &str =
-    "CREATE TEMPORARY TABLE key_candidates (code text COLLATE \"C\" NOT NULL) ON COMMIT DROP";
-const REFILL_COPY_STAGED: &str = "COPY key_candidates (code) FROM STDIN";
-// The fast path of a refill: random keys rarely collide, so most chunks need no staging.
-const REFILL_COPY_DIRECT: &str = "COPY key_pool (code) FROM STDIN";
-const REFILL_INSERT: &str = "\
+// The fast path of a refill: random keys rarely collide, so most chunks go in as they are.
+const REFILL_INSERT: &str = "INSERT INTO key_pool (code) SELECT unnest($1::text[])";
+// A chunk that collided: skip codes already issued (NOT EXISTS), and codes already pooled or
+// repeated within the chunk (ON CONFLICT).
+const REFILL_INSERT_SKIPPING: &str = "\
     INSERT INTO key_pool (code) \
-    SELECT c.code FROM key_candidates c \
+    SELECT c.code FROM unnest($1::text[]) AS c (code) \
     WHERE NOT EXISTS (SELECT 1 FROM issued_codes i WHERE i.code = c.code) \
     ON CONFLICT (code) DO NOTHING";
 
@@ -469,8 +493,9 @@ impl KeyRepository for PgRepository {
         // issued and so never handed out again.
         self.idempotent(|| async {
             let client = self.connection().await?;
-            let stmt = client.prepare_cached(CLAIM_KEYS).await?;
-            let rows = client.query(&stmt, &[&limit]).await?;
+            let rows = client
+                .query_typed(CLAIM_KEYS, &[(&limit, Type::INT8)])
+                .await?;
             let keys: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
             metrics::counter!(names::KEYS_CLAIMED).increment(keys.len() as u64);
             Ok(keys)
@@ -481,7 +506,9 @@ impl KeyRepository for PgRepository {
     async fn return_keys(&self, keys: &[String]) -> Result<u64, RepoError> {
         self.guarded(async {
             let client = self.connection().await?;
-            Ok(client.execute(RETURN_KEYS, &[&keys]).await?)
+            Ok(client
+                .execute_typed(RETURN_KEYS, &[(&keys, Type::TEXT_ARRAY)])
+                .await?)
         })
         .await
     }
@@ -490,8 +517,10 @@ impl KeyRepository for PgRepository {
         let cap = i64::try_from(cap).unwrap_or(i64::MAX);
         self.idempotent(|| async {
             let client = self.connection().await?;
-            let stmt = client.prepare_cached(POOL_DEPTH).await?;
-            let n: i64 = client.query_one(&stmt, &[&cap]).await?.get(0);
+            let n: i64 = client
+                .query_typed_one(POOL_DEPTH, &[(&cap, Type::INT8)])
+                .await?
+                .get(0);
             Ok(u64::try_from(n).unwrap_or(0))
         })
         .await

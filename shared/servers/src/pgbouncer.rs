@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use crate::process::{Home, ServerProcess, free_port, hand_over, sbin_program, server_dir};
 
+/// Run on each new server connection: the statement timeout Kurz's services ask for by
+/// default (`KURZ_DATABASE_STATEMENT_TIMEOUT_MS`), which they cannot set themselves here.
+pub const CONNECT_QUERY: &str = "SET statement_timeout = 5000";
+
 #[derive(Debug)]
 pub struct PgBouncerServer {
     home: Home,
@@ -79,8 +83,13 @@ impl PgBouncerServer {
         let d = dir.display();
         let mut ini = String::new();
         writeln!(ini, "[databases]")?;
-        // Every database name a client asks for, on the one server.
-        writeln!(ini, "* = host=127.0.0.1 port={postgres_port}")?;
+        // Every database name a client asks for, on the one server. Clients cannot send a
+        // statement timeout through a transaction pooler (see `ignore_startup_parameters`), so
+        // each server connection gets Kurz's default when it is opened.
+        writeln!(
+            ini,
+            "* = host=127.0.0.1 port={postgres_port} connect_query='{CONNECT_QUERY}'"
+        )?;
         writeln!(ini, "[pgbouncer]")?;
         writeln!(ini, "listen_addr = 127.0.0.1")?;
         writeln!(ini, "listen_port = {}", self.port)?;
@@ -93,6 +102,9 @@ impl PgBouncerServer {
         // Several services' pools share it: clients are cheap, server connections are not.
         writeln!(ini, "max_client_conn = 1000")?;
         writeln!(ini, "default_pool_size = 40")?;
+        // After a failed server login PgBouncer refuses clients for this long (default 15 s):
+        // a restarted PostgreSQL is found again within a second.
+        writeln!(ini, "server_login_retry = 1")?;
         // Not `options`: PgBouncer refuses a connection that sends it, and ignoring it would
         // silently drop what it carries (the services' `-c statement_timeout=...`, which must
         // come from the database's own settings behind a pooler).

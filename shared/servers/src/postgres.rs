@@ -200,7 +200,16 @@ impl PostgresServer {
         } else {
             command
                 .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
-                .args(["-c", "max_connections=300", "-c", "shared_buffers=64MB"]);
+                .args(["-c", "max_connections=300", "-c", "shared_buffers=64MB"])
+                // Every statement in the log, with the application that sent it, for
+                // `named_statements`. Without bind parameters: a refill's are megabytes.
+                .args([
+                    "-c",
+                    "log_statement=all",
+                    "-c",
+                    "log_parameter_max_length=0",
+                ])
+                .args(["-c", &format!("log_line_prefix={LOG_LINE_PREFIX}")]);
         }
         command
             .stdin(Stdio::null())
@@ -226,6 +235,38 @@ impl PostgresServer {
     fn log(&self) -> String {
         std::fs::read_to_string(self.home.path().join("postgres.log")).unwrap_or_default()
     }
+
+    /// The statements that Kurz (an application named `kurz-...`) ran as named prepared
+    /// statements on this throwaway server so far, as logged. Through a transaction pooler
+    /// such a statement may be missing on the next server connection, or already taken there
+    /// by another client; Kurz sends unnamed ones only. Migrations (`kurz-migrate`) run over
+    /// a direct connection and are exempt, like the tests' own clients (no application name).
+    pub fn named_statements(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|line| named_statement(line).is_some())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Throwaway servers' log lines start with the time, the backend's pid and the application
+/// name (`%a`), then `LOG:  execute NAME: SQL` for each statement of the extended protocol.
+const LOG_LINE_PREFIX: &str = "%m [%p] app=%a ";
+
+/// The statement name of a logged `execute` of a named prepared statement by a Kurz
+/// application other than `kurz-migrate`.
+fn named_statement(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once("] app=")?;
+    let (application, rest) = rest.split_once(' ')?;
+    if !application.starts_with("kurz-") || application == "kurz-migrate" {
+        return None;
+    }
+    let rest = rest.strip_prefix("LOG:  execute ")?;
+    // `NAME: SQL`, or `NAME/PORTAL: SQL` for a named portal.
+    let (name, _) = rest.split_once(": ")?;
+    let statement = name.split('/').next().unwrap_or(name);
+    (statement != "<unnamed>").then_some(statement)
 }
 
 impl Drop for PostgresServer {
@@ -418,4 +459,27 @@ fn copy_cluster(from: &Path, to: &Path) {
         .status()
         .expect("running cp");
     assert!(status.success(), "copying the cached cluster failed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::named_statement;
+
+    #[test]
+    fn named_statements_of_kurz_applications_are_found_in_the_log() {
+        let at = "2026-12-02 03:00:00.000 UTC [4242] app=";
+        let named = format!("{at}kurz-create LOG:  execute s3: SELECT 1");
+        let portal = format!("{at}kurz-redirect LOG:  execute s0/p1: SELECT 1");
+        assert_eq!(named_statement(&named), Some("s3"));
+        assert_eq!(named_statement(&portal), Some("s0"));
+        for clean in [
+            format!("{at}kurz-create LOG:  execute <unnamed>: SELECT 1"),
+            format!("{at}kurz-create LOG:  statement: BEGIN"),
+            format!("{at}kurz-migrate LOG:  execute s1: SELECT 1"),
+            format!("{at} LOG:  execute s7: SELECT 1"),
+            format!("{at}psql LOG:  execute s2: SELECT 1"),
+        ] {
+            assert_eq!(named_statement(&clean), None, "{clean}");
+        }
+    }
 }

@@ -88,6 +88,11 @@ struct Vars {
 }
 
 impl HttpSettings {
+    /// The variables [`Self::from_source`] reads (`KURZ_LISTEN`, `KURZ_PUBLIC_BASE_URL`, ...).
+    pub fn variables() -> std::collections::BTreeSet<String> {
+        crate::variables::names_of::<Vars>()
+    }
+
     /// `default_listen` differs per service: redirect 127.0.0.1:8080, create 127.0.0.1:8081.
     pub fn from_source(source: &Source, default_listen: SocketAddr) -> Result<Self, SettingsError> {
         let vars: Vars = source.extract()?;

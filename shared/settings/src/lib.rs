@@ -2,6 +2,7 @@
 //! # Layout
 //! - [`source`]: where settings come from (`KURZ_*` environment variables, or a map in tests).
 //! - [`database`], [`redis`], [`telemetry`], [`http`]: the groups of settings the binaries share.
+//! - [`variables`]: the names of the variables a binary reads, from its raw settings structs.
 //! - [`SettingsError`]: what stops a binary at start, naming the variable at fault.
 
 pub mod database;
@@ -9,6 +10,7 @@ pub mod http;
 pub mod redis;
 pub mod source;
 pub mod telemetry;
+pub mod variables;
 
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use figment::value::Value;
 
-pub use database::{BreakerSettings, DatabaseSettings};
+pub use database::{BreakerSettings, DatabaseSettings, Pooler};
 pub use http::{HttpSettings, TrustedProxies};
 pub use redis::RedisSettings;
 pub use source::Source;

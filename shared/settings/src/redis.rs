@@ -37,6 +37,11 @@ struct Vars {
 }
 
 impl RedisSettings {
+    /// The variables [`Self::from_source`] reads (`KURZ_REDIS_*`).
+    pub fn variables() -> std::collections::BTreeSet<String> {
+        crate::variables::names_of::<Vars>()
+    }
+
     pub fn from_source(source: &Source) -> Result<Self, SettingsError> {
         let vars: Vars = source.extract()?;
         let pool_size = in_range(

@@ -54,6 +54,21 @@ impl Source {
         self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
+    /// The names of the variables set here that are not in `known` (a binary's
+    /// [`crate::variables`]), sorted: what the binary would silently ignore. `KURZ_TEST_*`
+    /// belong to the test kit (`KURZ_TEST_PG_BINDIR`), which the services under test inherit.
+    pub fn unread(&self, known: &std::collections::BTreeSet<String>) -> Vec<&str> {
+        let mut unread: Vec<&str> = self
+            .vars
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| !known.contains(*k) && !k.starts_with("KURZ_TEST_"))
+            .collect();
+        unread.sort_unstable();
+        unread.dedup();
+        unread
+    }
+
     /// Deserializes the variables into a raw settings struct. Empty values count as unset, so
     /// `KURZ_OTLP_ENDPOINT=` switches an optional feature off instead of failing to parse.
     pub fn extract<T: DeserializeOwned>(&self) -> Result<T, SettingsError> {

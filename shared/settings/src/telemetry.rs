@@ -45,6 +45,11 @@ struct Vars {
 }
 
 impl TelemetrySettings {
+    /// The variables [`Self::from_source`] reads (`KURZ_LOG*`, `KURZ_OTLP_ENDPOINT`, `KURZ_TRACE_*`).
+    pub fn variables() -> std::collections::BTreeSet<String> {
+        crate::variables::names_of::<Vars>()
+    }
+
     pub fn from_source(source: &Source) -> Result<Self, SettingsError> {
         let vars: Vars = source.extract()?;
         let log_format = match vars.log_format.as_deref().map(str::to_ascii_lowercase) {

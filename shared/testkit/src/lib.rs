@@ -11,7 +11,8 @@
 //! - [`metrics`]: reading a Prometheus exposition in assertions.
 //! - [`geoip`]: [`CountryDb`], a small MaxMind DB (mmdb) country database written for a test.
 //! - [`TestEnv`]: both servers plus a per-test database copied from a migrated template, and
-//!   the `KURZ_*` variables that point a service at them.
+//!   the `KURZ_*` variables that point a service at them, through a PgBouncer in transaction
+//!   mode unless a test asks for PostgreSQL itself.
 
 pub mod app;
 pub mod browser;
@@ -36,25 +37,39 @@ pub use crate::postgres::{PostgresServer, ShutdownMode};
 pub use crate::proxy::{Fault, FaultProxy};
 pub use crate::redis::RedisServer;
 pub use crate::service::ServiceProcess;
-pub use kurz_servers::{NginxServer, Upstream};
+pub use kurz_servers::{NginxServer, PgBouncerServer, Upstream};
 
 /// Name of the migrated template every test database is copied from.
 pub const TEMPLATE_DATABASE: &str = "kurz_template";
 
 /// Real PostgreSQL and Redis servers for one test, on free loopback ports, gone when dropped.
+///
+/// The services under test reach PostgreSQL through a real PgBouncer in transaction mode
+/// (`pool_mode = transaction`, Debian 12's 1.18, which has no prepared statements in that
+/// mode), as in a deployment behind one: so every suite proves that Kurz keeps no session
+/// state and sends no named statement. When the env is dropped at the end of a passing test,
+/// PostgreSQL's statement log is checked for named statements from any Kurz application
+/// ([`PostgresServer::named_statements`]), direct connections included. Tests of faults
+/// between a service and PostgreSQL itself point the service at a [`FaultProxy`] in front of
+/// PostgreSQL's port instead ([`Self::database_url_via`]).
 #[derive(Debug)]
 pub struct TestEnv {
     pub postgres: PostgresServer,
     pub redis: RedisServer,
+    pub pgbouncer: PgBouncerServer,
     database: String,
 }
 
 impl TestEnv {
-    /// Starts both servers, migrates the template database and gives this test its own copy.
+    /// Starts PostgreSQL, PgBouncer in front of it and Redis, migrates the template database
+    /// and gives this test its own copy.
     pub async fn start() -> Self {
         init_tracing();
         let (postgres, redis) = tokio::join!(PostgresServer::start(), RedisServer::start());
-        create_migrated_template(&postgres, TEMPLATE_DATABASE).await;
+        let (pgbouncer, ()) = tokio::join!(
+            PgBouncerServer::start(postgres.port()),
+            create_migrated_template(&postgres, TEMPLATE_DATABASE)
+        );
         let database = format!(
             "test_{}",
             kurz_repository::codes::generate_key(12).to_lowercase()
@@ -63,12 +78,29 @@ impl TestEnv {
         Self {
             postgres,
             redis,
+            pgbouncer,
             database,
         }
     }
 
+    /// This test's database as the services reach it: through PgBouncer.
     pub fn database_url(&self) -> String {
+        self.pgbouncer.url(&self.database)
+    }
+
+    /// This test's database on PostgreSQL itself.
+    pub fn direct_database_url(&self) -> String {
         self.postgres.url(&self.database)
+    }
+
+    /// The `KURZ_DATABASE_*` variables that point a service at this test's database:
+    /// through PgBouncer, and the direct URL that migrations and VACUUM need.
+    pub fn database_vars(&self) -> [(&'static str, String); 3] {
+        [
+            ("KURZ_DATABASE_URL", self.database_url()),
+            ("KURZ_DATABASE_POOLER", "transaction".to_owned()),
+            ("KURZ_DATABASE_DIRECT_URL", self.direct_database_url()),
+        ]
     }
 
     pub fn redis_url(&self) -> String {
@@ -102,8 +134,7 @@ impl TestEnv {
     /// `KURZ_*` variables for a service under test: this env's servers, a free port, a
     /// roomy Redis budget and request-head timeout. Tests add or override with [`Source::with`].
     pub fn source(&self) -> Source {
-        Source::from_vars([
-            ("KURZ_DATABASE_URL", self.database_url()),
+        Source::from_vars(self.database_vars().into_iter().chain([
             ("KURZ_REDIS_URL", self.redis_url()),
             ("KURZ_LISTEN", "127.0.0.1:0".to_owned()),
             ("KURZ_METRICS_LISTEN", "127.0.0.1:0".to_owned()),
@@ -114,13 +145,13 @@ impl TestEnv {
             // Likewise, a starved worker can first look at a new connection after actix's 5 s
             // head timer fired, and answer 408 to a request that arrived in time.
             ("KURZ_CLIENT_REQUEST_TIMEOUT_MS", "60000".to_owned()),
-        ])
+        ]))
     }
 
     /// Kurz's own repository on this test's database, for arranging links as the services
     /// store them.
     pub fn repository(&self) -> kurz_repository::PgRepository {
-        let source = Source::from_vars([("KURZ_DATABASE_URL", self.database_url())]);
+        let source = Source::from_vars(self.database_vars());
         let settings = kurz_settings::DatabaseSettings::from_source(&source)
             .expect("the test database settings are valid");
         kurz_repository::PgRepository::new(&settings, "kurz-test").expect("a pool")
@@ -145,6 +176,22 @@ impl TestEnv {
     /// A direct Redis connection, for arranging and asserting.
     pub async fn redis_conn(&self) -> deadpool_redis::redis::aio::MultiplexedConnection {
         self.redis.connection().await
+    }
+}
+
+impl Drop for TestEnv {
+    /// The check of every passing test: no Kurz application sent a named statement.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let named = self.postgres.named_statements();
+        assert!(
+            named.is_empty(),
+            "Kurz sent named prepared statements, which a transaction pooler cannot carry \
+             (use query_typed and its relatives):\n{}",
+            named.join("\n")
+        );
     }
 }
 

@@ -98,7 +98,7 @@ fn import(env: &TestEnv, args: &[&str]) -> tokio::process::Command {
     command
         .arg("import")
         .args(args)
-        .env("KURZ_DATABASE_URL", env.database_url())
+        .envs(env.database_vars())
         .env("KURZ_REDIS_URL", env.redis_url())
         .env("KURZ_LOG", "warn")
         .stdin(Stdio::null())

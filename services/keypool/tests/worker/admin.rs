@@ -12,7 +12,7 @@ use kurz_testkit::TestEnv;
 async fn run(env: &TestEnv, args: &[&str]) -> Output {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kurz-keypool"))
         .args(args)
-        .env("KURZ_DATABASE_URL", env.database_url())
+        .envs(env.database_vars())
         .env("KURZ_REDIS_URL", env.redis_url())
         .env("KURZ_LOG", "warn")
         .stdin(std::process::Stdio::null())

@@ -53,7 +53,7 @@ async fn a_refill_step_leaves_a_pool_above_the_low_watermark_alone() {
 }
 
 #[tokio::test]
-async fn a_refill_skips_keys_already_pooled_issued_or_repeated() {
+async fn a_colliding_chunk_skips_keys_already_pooled_issued_or_repeated() {
     let env = TestEnv::start().await;
     let worker = worker(&env, 10, 20).await;
     env.sql()
@@ -65,13 +65,15 @@ async fn a_refill_skips_keys_already_pooled_issued_or_repeated() {
         .await
         .expect("arrange");
 
+    // Both chunks collide (with the pool, then with the first chunk), so both take the path
+    // that skips: issued codes too.
     let chunks = [
         "Issued1\nPooled1\nFresh01\n".to_owned(),
         "Fresh01\nFresh02\n".to_owned(),
     ];
     let report = worker
         .repository()
-        .add_candidates(chunks.into_iter())
+        .add_fresh_keys(chunks.into_iter())
         .await
         .expect("add");
 
@@ -92,7 +94,7 @@ async fn pooled(env: &TestEnv) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn fresh_keys_are_copied_straight_in_and_only_a_colliding_chunk_is_staged() {
+async fn fresh_keys_go_straight_in_and_only_a_colliding_chunk_is_inserted_again() {
     let env = TestEnv::start().await;
     let worker = worker(&env, 10, 20).await;
     env.sql()
@@ -102,7 +104,7 @@ async fn fresh_keys_are_copied_straight_in_and_only_a_colliding_chunk_is_staged(
         .expect("arrange");
 
     // The second chunk collides with the pool and the third repeats a key: both fail their
-    // direct COPY, are rolled back to their savepoint and go through the staging table.
+    // plain insert, are rolled back to their savepoint and are inserted again, skipping.
     let chunks = [
         "Fresh01\nFresh02\n".to_owned(),
         "Pooled1\nFresh03\n".to_owned(),
@@ -126,7 +128,7 @@ async fn fresh_keys_are_copied_straight_in_and_only_a_colliding_chunk_is_staged(
 async fn a_pooled_key_that_was_already_issued_is_never_handed_out() {
     let env = TestEnv::start().await;
     let worker = worker(&env, 10, 20).await;
-    // The direct COPY of a refill does not look at issued_codes, so this can happen (once in
+    // The fast path of a refill does not look at issued_codes, so this can happen (once in
     // trillions); the claim is what keeps such a key from being handed out twice.
     env.sql()
         .await
@@ -235,9 +237,11 @@ async fn migrate_applies_to_an_empty_database_and_is_idempotent() {
         .batch_execute("CREATE DATABASE fresh")
         .await
         .expect("create");
+    // As deployed behind PgBouncer: the worker through it, the migrations direct.
     let source = env
         .source()
-        .with("KURZ_DATABASE_URL", env.postgres.url("fresh"));
+        .with("KURZ_DATABASE_URL", env.pgbouncer.url("fresh"))
+        .with("KURZ_DATABASE_DIRECT_URL", env.postgres.url("fresh"));
     let settings = Settings::from_source(&source).expect("valid settings");
 
     kurz_repository::postgres::migrate(&settings.database)
