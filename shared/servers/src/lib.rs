@@ -2,6 +2,8 @@
 //! # Layout
 //! - [`postgres`]: [`PostgresServer`], throwaway for a test or kept for the local stack.
 //! - [`redis`]: [`RedisServer`], the same for Redis.
+//! - [`redis_cluster`]: [`RedisCluster`], six Redis nodes as one cluster (three masters, three
+//!   replicas), for code that must work on a cluster and through a failover.
 //! - [`nginx`]: [`NginxServer`], nginx in front of instances, routed by `infra/nginx/kurz.conf`.
 //! - [`pgbouncer`]: [`PgBouncerServer`], PgBouncer in transaction mode in front of PostgreSQL.
 //! - [`process`]: starting servers (as `nobody` when we are root), signals, free ports.
@@ -13,8 +15,10 @@ pub mod pgbouncer;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod redis_cluster;
 
 pub use crate::nginx::{NginxServer, Upstream};
 pub use crate::pgbouncer::PgBouncerServer;
 pub use crate::postgres::{PostgresServer, ShutdownMode};
 pub use crate::redis::RedisServer;
+pub use crate::redis_cluster::RedisCluster;

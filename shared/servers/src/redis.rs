@@ -94,47 +94,53 @@ impl RedisServer {
     }
 
     async fn launch(&self) -> bool {
-        let dir = self.home.path();
-        let log = dir.join("redis.log");
-        let mut command = Command::new("redis-server");
-        command
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir)
-            // The benches read the server's pid here to measure its CPU time.
-            .arg("--pidfile")
-            .arg(dir.join("redis.pid"))
-            .arg("--logfile")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        self.process.spawn(command);
-        let url = self.url();
-        self.process
-            .wait_ready(
-                Duration::from_secs(20),
-                Duration::from_millis(20),
-                || async {
-                    let Ok(client) = redis::Client::open(url.as_str()) else {
-                        return false;
-                    };
-                    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-                        return false;
-                    };
-                    redis::cmd("PING")
-                        .query_async::<String>(&mut conn)
-                        .await
-                        .is_ok()
-                },
-            )
-            .await
+        self.process.spawn(command(self.home.path(), self.port));
+        answers_ping(&self.process, self.port, Duration::from_secs(20)).await
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.home.path().join("redis.log")).unwrap_or_default()
     }
+}
+
+/// The command line of a cache Redis with its files in `dir`, on 127.0.0.1:`port`: one place
+/// for the flags a single server and a cluster's nodes share (see `RedisCluster`).
+pub(crate) fn command(dir: &Path, port: u16) -> Command {
+    let mut command = Command::new("redis-server");
+    command
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        // The benches read the server's pid here to measure its CPU time.
+        .arg("--pidfile")
+        .arg(dir.join("redis.pid"))
+        .arg("--logfile")
+        .arg(dir.join("redis.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// Waits until the Redis `process` spawned on `port` answers PING: true, or false if it
+/// exited (it lost the race for its port, say) or `within` passed.
+pub(crate) async fn answers_ping(process: &ServerProcess, port: u16, within: Duration) -> bool {
+    let url = format!("redis://127.0.0.1:{port}");
+    process
+        .wait_ready(within, Duration::from_millis(20), || async {
+            let Ok(client) = redis::Client::open(url.as_str()) else {
+                return false;
+            };
+            let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                return false;
+            };
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .is_ok()
+        })
+        .await
 }
 
 impl Drop for RedisServer {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use kurz_servers::{NginxServer, PgBouncerServer, PostgresServer, RedisServer, Upstream};
+use kurz_servers::{
+    NginxServer, PgBouncerServer, PostgresServer, RedisCluster, RedisServer, Upstream,
+};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Parser)]
@@ -63,6 +65,14 @@ enum Server {
         #[command(flatten)]
         common: Common,
     },
+    /// An empty six-node Redis Cluster (three masters, three replicas) with each node's files
+    /// in DIR/node-<i>, on ports PORT..PORT+5 and cluster-bus ports PORT+100..PORT+105.
+    /// Choose PORT outside the ephemeral range 32768-60999, where a client socket may hold
+    /// one of those ports.
+    RedisCluster {
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 impl Server {
@@ -71,7 +81,8 @@ impl Server {
             Self::Postgres { common, .. }
             | Self::Nginx { common, .. }
             | Self::Pgbouncer { common, .. }
-            | Self::Redis { common } => common,
+            | Self::Redis { common }
+            | Self::RedisCluster { common } => common,
         }
     }
 }
@@ -81,6 +92,7 @@ impl Server {
 enum Running {
     Postgres(PostgresServer),
     Redis(RedisServer),
+    RedisCluster(RedisCluster),
     Nginx(NginxServer),
     PgBouncer(PgBouncerServer),
 }
@@ -90,6 +102,10 @@ impl Running {
         match self {
             Self::Postgres(server) => server.is_running(),
             Self::Redis(server) => server.is_running(),
+            // One node gone is a cluster that no longer is what the script asked for.
+            Self::RedisCluster(cluster) => {
+                (0..kurz_servers::redis_cluster::NODES).all(|i| cluster.is_running(i))
+            }
             Self::Nginx(server) => server.is_running(),
             Self::PgBouncer(server) => server.is_running(),
         }
@@ -125,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
             Running::PgBouncer(PgBouncerServer::keep(&dir, port, *postgres_port).await?)
         }
         Server::Redis { .. } => Running::Redis(RedisServer::keep(&dir, port).await?),
+        Server::RedisCluster { .. } => Running::RedisCluster(RedisCluster::keep(&dir, port).await?),
     };
     std::fs::write(&ready_file, std::process::id().to_string())
         .with_context(|| format!("writing {}", ready_file.display()))?;
