@@ -90,7 +90,7 @@ fn redirect_hit(c: &mut Criterion) {
         let cache = RedisCache::new(&RedisSettings::from_source(&source).expect("settings"), ttl)
             .expect("pool");
         // Scan resistance on, as in production; nobody is blocked, so a hit pays its fast path.
-        let limits = Store::new(cache.connection_manager(), cache.command_timeout());
+        let limits = Store::new(cache.connection(), cache.command_timeout());
         let scan = ScanGuard::new(
             &limits,
             100,

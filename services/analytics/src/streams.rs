@@ -7,26 +7,33 @@
 //! other command goes through the second one. Both reconnect by themselves after a failure.
 //!
 //! The read names every shard in one `XREADGROUP`, so it waits on all of them at once. On a
-//! Redis Cluster (shards in different slots) that becomes one read per node.
+//! Redis Cluster the shards' keys lie in different slots (that is their point: spread over
+//! the masters), and a command or pipeline over several slots fails; there every command
+//! goes to one shard, all shards at once, and the read polls rather than blocks (a blocking
+//! read would stall its node's multiplexed connection for every other shard on that node).
 
+use std::future::Future;
 use std::time::Duration;
 
 use deadpool_redis::redis::{self, AsyncCommands, ErrorKind, RedisError, RedisResult, Value};
 use kurz_repository::analytics::EntryId;
 use kurz_repository::clicks::{ClickEvent, DecodeError, GROUP, events_from_fields, stream_key};
+use kurz_repository::redis_conn::{RedisConn, Tuning};
 use kurz_settings::RedisSettings;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamInfoGroupsReply,
     StreamPendingReply, StreamReadOptions, StreamReadReply,
 };
-use secrecy::ExposeSecret;
 
 use crate::settings::StreamSettings;
 
 /// The least a worker's command may take: the cache budget of `KURZ_REDIS_COMMAND_TIMEOUT_MS`
 /// (50 ms by default) is for request paths; a worker's command moves thousands of entries.
 const MIN_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// On a cluster, how long an empty read waits before the next (at most `KURZ_ANALYTICS_BLOCK_MS`):
+/// a poll of every shard ten times a second when idle, cheap next to a worker's batch.
+const CLUSTER_POLL: Duration = Duration::from_millis(100);
 
 /// One stream entry as read: a batch of clicks from one redirect instance.
 #[derive(Debug, Clone)]
@@ -55,8 +62,8 @@ pub struct GroupState {
 /// The streams of `settings.shards` shards, read as `settings.consumer`.
 #[derive(Clone)]
 pub struct Streams {
-    blocking: ConnectionManager,
-    commands: ConnectionManager,
+    blocking: RedisConn,
+    commands: RedisConn,
     keys: Vec<String>,
     settings: StreamSettings,
 }
@@ -73,21 +80,13 @@ impl std::fmt::Debug for Streams {
 impl Streams {
     /// Connects (lazily) and creates the consumer group on every shard.
     pub async fn connect(redis: &RedisSettings, settings: &StreamSettings) -> RedisResult<Self> {
-        let client = redis::Client::open(redis.url.expose_secret())?;
         let command_timeout = redis.command_timeout.max(MIN_COMMAND_TIMEOUT);
-        let config = |response_timeout| {
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(redis.connect_timeout))
-                .set_response_timeout(Some(response_timeout))
-                .set_number_of_retries(2)
-                .set_min_delay(Duration::from_millis(10))
-                .set_max_delay(redis.connect_timeout)
+        let tuning = |response_timeout| Tuning {
+            response_timeout,
+            retries: 2,
         };
-        let blocking = ConnectionManager::new_lazy_with_config(
-            client.clone(),
-            config(settings.block + command_timeout),
-        )?;
-        let commands = ConnectionManager::new_lazy_with_config(client, config(command_timeout))?;
+        let blocking = RedisConn::lazy(redis, tuning(settings.block + command_timeout))?;
+        let commands = RedisConn::lazy(redis, tuning(command_timeout))?;
         let streams = Self {
             blocking,
             commands,
@@ -114,6 +113,16 @@ impl Streams {
 
     /// New entries, up to `count` per shard, waiting up to `BLOCK` for some if `wait`.
     pub async fn read_new(&self, wait: bool, count: usize) -> RedisResult<Vec<Entry>> {
+        if self.commands.is_cluster() {
+            let options = StreamReadOptions::default()
+                .group(GROUP, &self.settings.consumer)
+                .count(count);
+            let entries = self.read_each_shard(">", &options, false).await?;
+            if entries.is_empty() && wait {
+                tokio::time::sleep(self.settings.block.min(CLUSTER_POLL)).await;
+            }
+            return Ok(entries);
+        }
         let mut options = StreamReadOptions::default()
             .group(GROUP, &self.settings.consumer)
             .count(count);
@@ -136,10 +145,47 @@ impl Streams {
         let options = StreamReadOptions::default()
             .group(GROUP, &self.settings.consumer)
             .count(count);
+        if self.commands.is_cluster() {
+            return self.read_each_shard("0", &options, true).await;
+        }
         let ids = vec!["0"; self.keys.len()];
         let mut conn = self.commands.clone();
         let reply: Option<StreamReadReply> = conn.xread_options(&self.keys, &ids, &options).await?;
         Ok(self.entries(reply, true))
+    }
+
+    /// One `XREADGROUP` per shard from `id`, all at once (a cluster).
+    async fn read_each_shard(
+        &self,
+        id: &str,
+        options: &StreamReadOptions,
+        came_back: bool,
+    ) -> RedisResult<Vec<Entry>> {
+        let replies = self
+            .each_shard(|key, mut conn| async move {
+                conn.xread_options::<_, _, Option<StreamReadReply>>(&[key], &[id], options)
+                    .await
+            })
+            .await?;
+        Ok(replies
+            .into_iter()
+            .flat_map(|reply| self.entries(reply, came_back))
+            .collect())
+    }
+
+    /// `command` on every shard's key, all at once, each on its own slot's node; the
+    /// answers in shard order.
+    async fn each_shard<'a, T, F, Fut>(&'a self, command: F) -> RedisResult<Vec<T>>
+    where
+        F: Fn(&'a str, RedisConn) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        futures_util::future::try_join_all(
+            self.keys
+                .iter()
+                .map(|key| command(key, self.commands.clone())),
+        )
+        .await
     }
 
     fn entries(&self, reply: Option<StreamReadReply>, came_back: bool) -> Vec<Entry> {
@@ -175,19 +221,35 @@ impl Streams {
         count: usize,
     ) -> RedisResult<(Vec<Entry>, usize)> {
         let idle = self.settings.claim_idle.as_millis() as u64;
-        let mut pipe = redis::pipe();
-        for (key, cursor) in self.keys.iter().zip(cursors.iter()) {
-            pipe.xautoclaim_options(
-                key,
-                GROUP,
-                &self.settings.consumer,
-                idle,
-                cursor,
-                StreamAutoClaimOptions::default().count(count),
-            );
-        }
-        let mut conn = self.commands.clone();
-        let replies: Vec<StreamAutoClaimReply> = pipe.query_async(&mut conn).await?;
+        let commands: Vec<redis::Cmd> = self
+            .keys
+            .iter()
+            .zip(cursors.iter())
+            .map(|(key, cursor)| {
+                redis::Cmd::xautoclaim_options(
+                    key,
+                    GROUP,
+                    &self.settings.consumer,
+                    idle,
+                    cursor,
+                    StreamAutoClaimOptions::default().count(count),
+                )
+            })
+            .collect();
+        let replies: Vec<StreamAutoClaimReply> = if self.commands.is_cluster() {
+            futures_util::future::try_join_all(commands.iter().map(|cmd| {
+                let mut conn = self.commands.clone();
+                async move { cmd.query_async(&mut conn).await }
+            }))
+            .await?
+        } else {
+            let mut pipe = redis::pipe();
+            for cmd in commands {
+                pipe.add_command(cmd);
+            }
+            let mut conn = self.commands.clone();
+            pipe.query_async(&mut conn).await?
+        };
         let (mut entries, mut trimmed) = (Vec::new(), 0);
         for ((shard, reply), cursor) in (0u16..).zip(replies).zip(cursors.iter_mut()) {
             *cursor = reply.next_stream_id;
@@ -207,7 +269,7 @@ impl Streams {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
+        let mut acks = Vec::new();
         for (shard, key) in (0u16..).zip(&self.keys) {
             let ids: Vec<String> = entries
                 .iter()
@@ -215,11 +277,24 @@ impl Streams {
                 .map(|e| e.id.to_string())
                 .collect();
             if !ids.is_empty() {
-                pipe.xack(key, GROUP, &ids).ignore();
+                acks.push(redis::Cmd::xack(key, GROUP, &ids));
             }
         }
-        let mut conn = self.commands.clone();
-        pipe.query_async::<()>(&mut conn).await
+        if self.commands.is_cluster() {
+            futures_util::future::try_join_all(acks.iter().map(|cmd| {
+                let mut conn = self.commands.clone();
+                async move { cmd.query_async::<()>(&mut conn).await }
+            }))
+            .await
+            .map(drop)
+        } else {
+            let mut pipe = redis::pipe();
+            for cmd in acks {
+                pipe.add_command(cmd).ignore();
+            }
+            let mut conn = self.commands.clone();
+            pipe.query_async::<()>(&mut conn).await
+        }
     }
 
     /// Every shard's group state (`None` for a shard whose group is gone: Redis lost its
@@ -227,12 +302,26 @@ impl Streams {
     /// delivered between the two is newer than the last delivered id read first, so
     /// `settled_before` never passes an entry that is pending.
     pub async fn groups(&self) -> RedisResult<Vec<Option<GroupState>>> {
-        let mut pipe = redis::pipe();
-        for key in &self.keys {
-            pipe.xinfo_groups(key).xpending(key, GROUP);
-        }
-        let mut conn = self.commands.clone();
-        let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+        let replies: Vec<Value> = if self.commands.is_cluster() {
+            // A pipeline per shard: its two commands share the key's slot, and stay in order.
+            let per_shard = self
+                .each_shard(|key, mut conn| async move {
+                    redis::pipe()
+                        .xinfo_groups(key)
+                        .xpending(key, GROUP)
+                        .query_async::<Vec<Value>>(&mut conn)
+                        .await
+                })
+                .await?;
+            per_shard.into_iter().flatten().collect()
+        } else {
+            let mut pipe = redis::pipe();
+            for key in &self.keys {
+                pipe.xinfo_groups(key).xpending(key, GROUP);
+            }
+            let mut conn = self.commands.clone();
+            pipe.query_async(&mut conn).await?
+        };
         let mut states = Vec::with_capacity(self.keys.len());
         let mut replies = replies.into_iter();
         while let (Some(info), Some(pending)) = (replies.next(), replies.next()) {

@@ -78,7 +78,7 @@ impl Guard {
         trusted: TrustedProxies,
     ) -> Self {
         // The cache's multiplexed connection: one connection per process on the request path.
-        let store = Store::new(cache.connection_manager(), redis.command_timeout);
+        let store = Store::new(cache.connection(), redis.command_timeout);
         Self {
             inner: Arc::new(Inner {
                 verifier,

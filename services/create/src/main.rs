@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use kurz_create::import::ImportArgs;
 use kurz_create::{Application, Settings};
 use kurz_settings::Source;
+use kurz_telemetry::LogTo;
 
 #[derive(Parser)]
 #[command(version, about = "Kurz create API: creates and manages short links")]
@@ -33,7 +34,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let source = Source::from_env();
     let settings = Settings::from_source(&source).context("reading settings")?;
-    let telemetry = kurz_telemetry::init("kurz-create", &settings.telemetry)?;
+    let command = cli.command.unwrap_or(Command::Serve);
+    // `import` prints its summary on stdout; its log goes beside its progress, on stderr.
+    let log_to = match command {
+        Command::Serve => LogTo::Stdout,
+        Command::Import(_) => LogTo::Stderr,
+    };
+    let telemetry = kurz_telemetry::init_logging_to("kurz-create", &settings.telemetry, log_to)?;
     // A variable no setting reads is most often a typo, which would otherwise go unnoticed.
     let unread = source.unread(&Settings::variables());
     if !unread.is_empty() {
@@ -42,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
             "set but not read by kurz-create: a typo, or another service's?"
         );
     }
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let result = match command {
         Command::Serve => serve(settings).await,
         Command::Import(args) => kurz_create::import::run(&settings, &args)
             .await

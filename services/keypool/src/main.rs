@@ -6,6 +6,7 @@ use kurz_keypool::admin::{AccountCommand, KeyCommand};
 use kurz_keypool::{Application, RefillOutcome, Settings, Worker};
 use kurz_repository::PgRepository;
 use kurz_settings::{RedisSettings, Source};
+use kurz_telemetry::LogTo;
 
 #[derive(Parser)]
 #[command(
@@ -48,7 +49,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let source = Source::from_env();
     let settings = Settings::from_source(&source).context("reading settings")?;
-    let telemetry = kurz_telemetry::init("kurz-keypool", &settings.telemetry)?;
+    let command = cli.command.unwrap_or(Command::Run);
+    // Only `run` is a server; the other commands print their result on stdout.
+    let log_to = match command {
+        Command::Run => LogTo::Stdout,
+        _ => LogTo::Stderr,
+    };
+    let telemetry = kurz_telemetry::init_logging_to("kurz-keypool", &settings.telemetry, log_to)?;
     // A variable no setting reads is most often a typo, which would otherwise go unnoticed.
     let unread = source.unread(&Settings::variables());
     if !unread.is_empty() {
@@ -57,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
             "set but not read by kurz-keypool: a typo, or another service's?"
         );
     }
-    let result = match cli.command.unwrap_or(Command::Run) {
+    let result = match command {
         Command::Migrate => kurz_repository::postgres::migrate(&settings.database)
             .await
             .context("applying migrations"),

@@ -51,12 +51,12 @@ use kurz_repository::clicks::{
     ClickEvent, ClickSource, MAX_REFERRER_BYTES, MAX_USER_AGENT_BYTES, entry_fields, stream_key,
     truncate_ip,
 };
+use kurz_repository::redis_conn::{RedisConn, Tuning};
 use kurz_settings::{RedisSettings, TrustedProxies};
 use kurz_telemetry::metrics::names;
 use metrics::{Counter, Histogram};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamMaxlen;
-use redis::{ErrorKind, RedisError};
+use redis::{ErrorKind, RedisError, ServerErrorKind};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
@@ -394,7 +394,7 @@ pub enum Outcome {
 pub struct Shipper {
     /// Its own connection, never the cache's: a batch of 512 clicks must not queue in front
     /// of a redirect's cache lookup.
-    conn: ConnectionManager,
+    conn: RedisConn,
     streams: u16,
     next_shard: u16,
     maxlen: usize,
@@ -424,14 +424,13 @@ impl Shipper {
         settings: &ClickSettings,
         visitors: Visitors,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(redis.url.expose_secret())
-            .context("reading KURZ_REDIS_URL for click capture")?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(redis.connect_timeout))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            // One attempt per call: the held batch's backoff paces reconnecting.
-            .set_number_of_retries(0);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
+        // One attempt per call: the held batch's backoff paces reconnecting, and a retried
+        // XADD after a lost answer would add the batch twice.
+        let tuning = Tuning {
+            response_timeout: RESPONSE_TIMEOUT,
+            retries: 0,
+        };
+        let conn = RedisConn::lazy(redis, tuning)
             .context("building the click capture's Redis connection")?;
         Ok(Self {
             conn,
@@ -472,13 +471,20 @@ impl Shipper {
     }
 
     async fn send<S: Serialize>(&mut self, events: &[ClickEvent<S>]) -> Outcome {
+        let key = stream_key(self.next_shard);
         // Proves the connection is up before anything of the batch is written, so that a
         // failure here is known to have sent nothing (a failed reconnect and a refused one
-        // give the same errors as a connection lost mid-batch; only their timing tells).
-        if let Err(e) = redis::cmd("PING").query_async::<()>(&mut self.conn).await {
+        // give the same errors as a connection lost mid-batch; only their timing tells). On
+        // a cluster PING would go to every master and prove nothing about the stream's: the
+        // probe is a read of the stream's own key there.
+        let probe = if self.conn.is_cluster() {
+            redis::cmd("XLEN").arg(&key).clone()
+        } else {
+            redis::cmd("PING")
+        };
+        if let Err(e) = probe.query_async::<()>(&mut self.conn).await {
             return Outcome::NotSent(e);
         }
-        let key = stream_key(self.next_shard);
         self.next_shard = (self.next_shard + 1) % self.streams;
         // KURZ_CLICK_STREAM_MAXLEN counts clicks and Redis trims entries: as many entries of
         // this batch's size as make that many clicks.
@@ -495,6 +501,7 @@ impl Shipper {
                 tracing::trace!(key, clicks = events.len(), "click batch shipped");
                 Outcome::Shipped(events.len())
             }
+            Err(e) if not_run(&e) => Outcome::NotSent(e),
             Err(e) if answered(&e) => Outcome::Rejected(e),
             Err(e) => Outcome::Unconfirmed(e),
         }
@@ -580,6 +587,27 @@ fn answered(e: &RedisError) -> bool {
         e.kind(),
         ErrorKind::Server(_) | ErrorKind::Extension | ErrorKind::UnexpectedReturnType
     )
+}
+
+/// Whether the answer says the command was not run: a cluster's redirections and failover
+/// answers (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, MASTERDOWN, READONLY, LOADING), or no
+/// connection to the slot's node. The batch is held and sent again, once the client has
+/// followed the cluster to the slot's new master.
+fn not_run(e: &RedisError) -> bool {
+    match e.kind() {
+        ErrorKind::Server(kind) => matches!(
+            kind,
+            ServerErrorKind::Moved
+                | ServerErrorKind::Ask
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ReadOnly
+                | ServerErrorKind::BusyLoading
+        ),
+        ErrorKind::ClusterConnectionNotFound => true,
+        _ => false,
+    }
 }
 
 fn dropped(reason: &'static str) -> Counter {

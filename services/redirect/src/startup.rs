@@ -42,7 +42,7 @@ impl Application {
             .context("checking the database schema")?;
         let cache = RedisCache::new(&settings.redis, settings.redirect.cache_ttl())?;
         // The rate limits share the cache's connection and budget: one hot-path connection.
-        let limits = Store::new(cache.connection_manager(), cache.command_timeout());
+        let limits = Store::new(cache.connection(), cache.command_timeout());
         let scan = ScanGuard::new(
             &limits,
             settings.redirect.scan_budget,

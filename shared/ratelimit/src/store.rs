@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use kurz_repository::CacheError;
 use kurz_repository::cache::within_budget;
+use kurz_repository::redis_conn::RedisConn;
 use kurz_telemetry::metrics::names;
 use metrics::Gauge;
-use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, Script};
 
 /// How long Redis is left alone after a failed call (see [`Store::with_retry_interval`]).
@@ -22,7 +22,7 @@ pub const DEFAULT_LOCAL_CAPACITY: u64 = 100_000;
 /// so a process logs and reports one outage however many limiters it has.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: RedisConn,
     budget: Duration,
     retry_interval: Duration,
     local_capacity: u64,
@@ -42,10 +42,11 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// `conn` is the process's shared multiplexed connection
-    /// (`RedisCache::connection_manager()`): a pool checkout would cost a round trip of its
-    /// own. `budget` bounds each call, as `KURZ_REDIS_COMMAND_TIMEOUT_MS` bounds cache calls;
+    /// (`RedisCache::connection()`, one server or a cluster): a pool checkout would cost a
+    /// round trip of its own. Every script touches one key (`KEYS[1]`), so on a cluster it
+    /// runs on the node of that key's slot. `budget` bounds each call, as `KURZ_REDIS_COMMAND_TIMEOUT_MS` bounds cache calls;
     /// past it the decision is made in-process.
-    pub fn new(conn: ConnectionManager, budget: Duration) -> Self {
+    pub fn new(conn: RedisConn, budget: Duration) -> Self {
         Self {
             conn,
             budget,

@@ -17,15 +17,17 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::{self, AsyncConnectionConfig};
 use deadpool_redis::{Manager, Pool, Runtime};
-use kurz_settings::RedisSettings;
+use kurz_settings::{RedisSettings, RedisTarget};
 use kurz_telemetry::metrics::names;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionLike;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 use secrecy::ExposeSecret;
 use tracing::Instrument as _;
 
 use crate::LinkCache;
 use crate::error::CacheError;
 use crate::model::{Behaviour, CachedLink};
+use crate::redis_conn::{RedisConn, Tuning};
 
 const KEY_PREFIX: &str = "kurz:link:";
 const MISSING: &str = "-";
@@ -48,10 +50,15 @@ pub struct CacheTtl {
 /// of its own (deadpool-redis sends `UNWATCH` and `PING` when it recycles), which would double
 /// the price of every miss. The manager reconnects by itself after a failure. Deletes,
 /// invalidations and the readiness ping use the pool.
+///
+/// On a Redis Cluster there is no pool: the cluster connection is already one multiplexed
+/// connection per node, and everything goes through it. Invalidations are then sharded
+/// pub/sub (`SPUBLISH`), and a bulk warm-up sends its `SET`s key by key, concurrently, since
+/// a pipeline must stay within one slot.
 #[derive(Clone)]
 pub struct RedisCache {
-    pool: Pool,
-    shared: ConnectionManager,
+    pool: Option<Pool>,
+    shared: RedisConn,
     /// The whole budget of one call, pool wait included.
     timeout: Duration,
     ttl: CacheTtl,
@@ -69,33 +76,34 @@ impl std::fmt::Debug for RedisCache {
 impl RedisCache {
     /// Builds the pool; no connection is opened until the first call.
     pub fn new(settings: &RedisSettings, ttl: CacheTtl) -> Result<Self, CacheError> {
-        let connection = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(settings.connect_timeout))
-            .set_response_timeout(Some(settings.command_timeout));
-        let manager = Manager::new_with_config(settings.url.expose_secret(), connection)
-            .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
-        let pool = Pool::builder(manager)
-            .max_size(settings.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(settings.command_timeout))
-            .create_timeout(Some(settings.connect_timeout))
-            .recycle_timeout(Some(settings.command_timeout))
-            .build()
-            .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
-        let client = redis::Client::open(settings.url.expose_secret())
-            .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
-        let shared = ConnectionManager::new_lazy_with_config(
-            client,
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(settings.connect_timeout))
-                .set_response_timeout(Some(settings.command_timeout))
-                // Reconnects are attempted on the next command anyway; a few quick retries
-                // cover a Redis restart without piling up attempts while it is down.
-                .set_number_of_retries(2)
-                .set_min_delay(Duration::from_millis(10))
-                .set_max_delay(settings.connect_timeout),
-        )
-        .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
+        let pool = match &settings.target {
+            RedisTarget::Single(url) => {
+                let connection = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(settings.connect_timeout))
+                    .set_response_timeout(Some(settings.command_timeout));
+                let manager = Manager::new_with_config(url.expose_secret(), connection)
+                    .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
+                let pool = Pool::builder(manager)
+                    .max_size(settings.pool_size)
+                    .runtime(Runtime::Tokio1)
+                    .wait_timeout(Some(settings.command_timeout))
+                    .create_timeout(Some(settings.connect_timeout))
+                    .recycle_timeout(Some(settings.command_timeout))
+                    .build()
+                    .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
+                Some(pool)
+            }
+            RedisTarget::Cluster(_) => None,
+        };
+        // Reconnects are attempted on the next command anyway; a few quick retries cover a
+        // Redis restart (or a cluster's failover redirect) without piling up attempts while it
+        // is down.
+        let tuning = Tuning {
+            response_timeout: settings.command_timeout,
+            retries: 2,
+        };
+        let shared =
+            RedisConn::lazy(settings, tuning).map_err(|e| CacheError::Unavailable(Box::new(e)))?;
         Ok(Self {
             pool,
             shared,
@@ -107,7 +115,7 @@ impl RedisCache {
     /// Runs one command on the shared multiplexed connection within the call budget.
     async fn run_shared<T, F, Fut>(&self, command: &'static str, f: F) -> Result<T, CacheError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(RedisConn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         // A clone is a handle to the same connection: cheap, and no round trip.
@@ -119,22 +127,38 @@ impl RedisCache {
         self.within_budget(command, call).await
     }
 
-    /// Runs one command on a pooled connection within the call budget, pool wait included.
+    /// Runs one command on a pooled connection within the call budget, pool wait included;
+    /// on a cluster (no pool) on the shared connection.
     async fn run<T, F, Fut>(&self, command: &'static str, f: F) -> Result<T, CacheError>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let call = async {
-            let started = std::time::Instant::now();
-            let conn = self.pool.get().await;
-            metrics::histogram!(names::REDIS_POOL_WAIT).record(started.elapsed());
-            let conn = conn.map_err(|e| CacheError::Unavailable(Box::new(e)))?;
+            let conn = match &self.pool {
+                Some(pool) => {
+                    let started = std::time::Instant::now();
+                    let conn = pool.get().await;
+                    metrics::histogram!(names::REDIS_POOL_WAIT).record(started.elapsed());
+                    Conn::Pooled(conn.map_err(|e| CacheError::Unavailable(Box::new(e)))?)
+                }
+                None => Conn::Shared(self.shared.clone()),
+            };
             f(conn)
                 .await
                 .map_err(|e| CacheError::Unavailable(Box::new(e)))
         };
         self.within_budget(command, call).await
+    }
+
+    /// The publish command: sharded pub/sub on a cluster, where a plain `PUBLISH` would be
+    /// broadcast over the whole cluster bus and `SSUBSCRIBE`rs would not get it.
+    fn publish_command(&self) -> &'static str {
+        if self.shared.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
     }
 
     async fn within_budget<T>(
@@ -147,7 +171,7 @@ impl RedisCache {
 
     /// The shared multiplexed connection, for the other hot-path users of this Redis (the
     /// rate limits): they share it rather than open their own, so a process keeps one.
-    pub fn connection_manager(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConn {
         self.shared.clone()
     }
 
@@ -158,8 +182,9 @@ impl RedisCache {
 
     /// Publishes `payload` on a pub/sub channel (see [`crate::invalidation`]).
     pub async fn publish(&self, channel: &'static str, payload: &str) -> Result<(), CacheError> {
-        self.run("PUBLISH", |mut conn| async move {
-            redis::cmd("PUBLISH")
+        let publish = self.publish_command();
+        self.run(publish, |mut conn| async move {
+            redis::cmd(publish)
                 .arg(channel)
                 .arg(payload)
                 .query_async::<()>(&mut conn)
@@ -185,26 +210,46 @@ impl RedisCache {
         links: &[(&str, CachedLink)],
         announce: &[&str],
     ) -> Result<(), CacheError> {
-        let mut sets = redis::pipe();
-        for (code, link) in links {
-            sets.cmd("SET")
-                .arg(key(code))
+        let set = |code: &str, link: &CachedLink| {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key(code))
                 .arg(encode(link))
                 .arg("PX")
-                .arg(millis(self.ttl_of(link)))
-                .ignore();
+                .arg(millis(self.ttl_of(link)));
+            cmd
+        };
+        if self.shared.is_cluster() {
+            // The keys lie in many slots: one command each, all at once. The cluster
+            // connection sends those of a node together, so it is a round trip per node.
+            let sets: Vec<Cmd> = links.iter().map(|(code, link)| set(code, link)).collect();
+            self.run_shared("SET (per key)", |conn| async move {
+                futures_util::future::try_join_all(sets.iter().map(|cmd| {
+                    let mut conn = conn.clone();
+                    async move { cmd.query_async::<()>(&mut conn).await }
+                }))
+                .await
+                .map(drop)
+            })
+            .await?;
+        } else {
+            let mut sets = redis::pipe();
+            for (code, link) in links {
+                sets.add_command(set(code, link)).ignore();
+            }
+            self.run_shared("SET (pipeline)", |mut conn| async move {
+                sets.query_async::<()>(&mut conn).await
+            })
+            .await?;
         }
-        self.run_shared("SET (pipeline)", |mut conn| async move {
-            sets.query_async::<()>(&mut conn).await
-        })
-        .await?;
         if announce.is_empty() {
             return Ok(());
         }
+        // One channel, so one slot: a pipeline on a cluster too.
+        let publish = self.publish_command();
         let mut publishes = redis::pipe();
         for code in announce {
             publishes
-                .cmd("PUBLISH")
+                .cmd(publish)
                 .arg(crate::invalidation::CHANNEL)
                 .arg(*code)
                 .ignore();
@@ -217,12 +262,50 @@ impl RedisCache {
 
     /// Samples the pool gauges; called when metrics are scraped.
     pub fn record_gauges(&self) {
-        let status = self.pool.status();
+        let Some(pool) = &self.pool else {
+            return;
+        };
+        let status = pool.status();
         let in_use = status.size.saturating_sub(status.available);
         metrics::gauge!(names::REDIS_POOL_CONNECTIONS, "state" => "in_use").set(in_use as f64);
         metrics::gauge!(names::REDIS_POOL_CONNECTIONS, "state" => "idle")
             .set(status.available as f64);
         metrics::gauge!(names::REDIS_POOL_WAITING).set(status.waiting as f64);
+    }
+}
+
+/// A connection for one call of [`RedisCache::run`]: from the pool, or the shared one on a
+/// cluster.
+enum Conn {
+    Pooled(deadpool_redis::Connection),
+    Shared(RedisConn),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Pooled(conn) => conn.req_packed_command(cmd),
+            Self::Shared(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Pooled(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Shared(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Pooled(conn) => conn.get_db(),
+            Self::Shared(conn) => conn.get_db(),
+        }
     }
 }
 

@@ -19,6 +19,8 @@
 //! - [`visits`]: visit limits, counted atomically in PostgreSQL (`PgRepository::count_visit`).
 //! - [`breaker`]: the circuit breaker every PostgreSQL call goes through.
 //! - [`cache`]: the Redis link cache.
+//! - [`redis_conn`]: [`redis_conn::RedisConn`], one connection type for one Redis server and for
+//!   a Redis Cluster.
 //! - The traits below are what services program against, so a decorator (a circuit breaker,
 //!   a metrics layer) or another backend can stand in without touching a handler.
 
@@ -36,6 +38,7 @@ pub mod links;
 pub mod listing;
 pub mod model;
 pub mod postgres;
+pub mod redis_conn;
 pub mod stats;
 pub mod token;
 pub mod visits;

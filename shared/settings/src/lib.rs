@@ -20,7 +20,7 @@ use figment::value::Value;
 
 pub use database::{BreakerSettings, DatabaseSettings, Pooler};
 pub use http::{HttpSettings, TrustedProxies};
-pub use redis::RedisSettings;
+pub use redis::{RedisSettings, RedisTarget};
 pub use source::Source;
 pub use telemetry::{LogFormat, TelemetrySettings};
 

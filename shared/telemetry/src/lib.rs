@@ -93,16 +93,44 @@ pub fn init(
     service_name: &'static str,
     settings: &TelemetrySettings,
 ) -> anyhow::Result<TelemetryGuard> {
+    init_logging_to(service_name, settings, LogTo::Stdout)
+}
+
+/// Where [`init_logging_to`] writes log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTo {
+    /// A server's log (the default).
+    Stdout,
+    /// A one-shot command's, whose stdout is its result (a minted key, an id, a report):
+    /// a warning in between would end up in `KEY=$(kurz-keypool api-keys create ...)`.
+    Stderr,
+}
+
+/// As [`init`], with log lines on `to`.
+pub fn init_logging_to(
+    service_name: &'static str,
+    settings: &TelemetrySettings,
+    to: LogTo,
+) -> anyhow::Result<TelemetryGuard> {
     install_propagator();
     metrics::handle();
     let log_filter = EnvFilter::try_new(&settings.log_filter)
         .with_context(|| format!("KURZ_LOG `{}` is not a valid filter", settings.log_filter))?;
-    let mut layers: Vec<BoxedLayer> = vec![fmt_layer(
-        settings.log_format,
-        log_filter,
-        std::io::stdout,
-        std::io::IsTerminal::is_terminal(&std::io::stdout()),
-    )];
+    let log = match to {
+        LogTo::Stdout => fmt_layer(
+            settings.log_format,
+            log_filter,
+            std::io::stdout,
+            std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        ),
+        LogTo::Stderr => fmt_layer(
+            settings.log_format,
+            log_filter,
+            std::io::stderr,
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ),
+    };
+    let mut layers: Vec<BoxedLayer> = vec![log];
     let provider = match &settings.otlp_endpoint {
         None => None,
         Some(endpoint) => {

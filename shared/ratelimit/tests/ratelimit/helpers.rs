@@ -26,8 +26,7 @@ pub fn store(url: &str) -> Store {
         missing: Duration::from_secs(10),
     };
     let cache = RedisCache::new(&settings, ttl).expect("a cache");
-    Store::new(cache.connection_manager(), cache.command_timeout())
-        .with_retry_interval(RETRY_INTERVAL)
+    Store::new(cache.connection(), cache.command_timeout()).with_retry_interval(RETRY_INTERVAL)
 }
 
 /// This process's metrics as `/metrics` would show them.

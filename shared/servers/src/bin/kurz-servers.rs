@@ -43,13 +43,14 @@ enum Server {
         database: String,
     },
     /// nginx with its files in DIR, serving SITE (infra/nginx/kurz.conf) in front of the
-    /// upstream groups given as name=host:port,host:port.
+    /// upstream groups given as name=host:port,host:port (none for a site that proxies
+    /// nothing, such as the bench's `return 302` baseline).
     Nginx {
         #[command(flatten)]
         common: Common,
         #[arg(long)]
         site: PathBuf,
-        #[arg(long = "upstream", required = true)]
+        #[arg(long = "upstream")]
         upstreams: Vec<String>,
     },
     /// PgBouncer in transaction mode with its files in DIR, in front of the PostgreSQL on
