@@ -37,7 +37,7 @@ pub use crate::postgres::{PostgresServer, ShutdownMode};
 pub use crate::proxy::{Fault, FaultProxy};
 pub use crate::redis::RedisServer;
 pub use crate::service::ServiceProcess;
-pub use kurz_servers::{NginxServer, PgBouncerServer, Upstream};
+pub use kurz_servers::{NginxServer, PgBouncerServer, RedisCluster, Upstream};
 
 /// Name of the migrated template every test database is copied from.
 pub const TEMPLATE_DATABASE: &str = "kurz_template";
@@ -57,6 +57,9 @@ pub struct TestEnv {
     pub postgres: PostgresServer,
     pub redis: RedisServer,
     pub pgbouncer: PgBouncerServer,
+    /// A six-node Redis Cluster the services use instead of `redis`, when started with
+    /// [`Self::start_with_cluster`].
+    pub cluster: Option<RedisCluster>,
     database: String,
 }
 
@@ -64,8 +67,28 @@ impl TestEnv {
     /// Starts PostgreSQL, PgBouncer in front of it and Redis, migrates the template database
     /// and gives this test its own copy.
     pub async fn start() -> Self {
+        Self::start_inner(false).await
+    }
+
+    /// As [`Self::start`], with the services on a real six-node Redis Cluster (three masters,
+    /// three replicas) instead of one Redis server: [`Self::source`] sets
+    /// `KURZ_REDIS_CLUSTER_NODES`. It takes about two seconds more (a new master waits that
+    /// long before it serves), so a test binary shares one between its scenarios where it can.
+    pub async fn start_with_cluster() -> Self {
+        Self::start_inner(true).await
+    }
+
+    async fn start_inner(with_cluster: bool) -> Self {
         init_tracing();
-        let (postgres, redis) = tokio::join!(PostgresServer::start(), RedisServer::start());
+        let cluster = async {
+            if with_cluster {
+                Some(RedisCluster::start().await)
+            } else {
+                None
+            }
+        };
+        let (postgres, redis, cluster) =
+            tokio::join!(PostgresServer::start(), RedisServer::start(), cluster);
         let (pgbouncer, ()) = tokio::join!(
             PgBouncerServer::start(postgres.port()),
             create_migrated_template(&postgres, TEMPLATE_DATABASE)
@@ -79,6 +102,7 @@ impl TestEnv {
             postgres,
             redis,
             pgbouncer,
+            cluster,
             database,
         }
     }
@@ -134,8 +158,12 @@ impl TestEnv {
     /// `KURZ_*` variables for a service under test: this env's servers, a free port, a
     /// roomy Redis budget and request-head timeout. Tests add or override with [`Source::with`].
     pub fn source(&self) -> Source {
+        let redis = match &self.cluster {
+            Some(cluster) => ("KURZ_REDIS_CLUSTER_NODES", cluster.nodes_setting()),
+            None => ("KURZ_REDIS_URL", self.redis_url()),
+        };
         Source::from_vars(self.database_vars().into_iter().chain([
-            ("KURZ_REDIS_URL", self.redis_url()),
+            redis,
             ("KURZ_LISTEN", "127.0.0.1:0".to_owned()),
             ("KURZ_METRICS_LISTEN", "127.0.0.1:0".to_owned()),
             ("KURZ_PUBLIC_BASE_URL", "http://kurz.test".to_owned()),
@@ -171,6 +199,20 @@ impl TestEnv {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
             .get(0)
+    }
+
+    /// A client of this env's Redis Cluster (it follows the cluster's redirections), for
+    /// arranging and asserting. Panics unless started with [`Self::start_with_cluster`].
+    pub async fn cluster_conn(&self) -> deadpool_redis::redis::cluster_async::ClusterConnection {
+        let cluster = self
+            .cluster
+            .as_ref()
+            .expect("an env started with a cluster");
+        deadpool_redis::redis::cluster::ClusterClient::new(cluster.urls())
+            .expect("a cluster client")
+            .get_async_connection()
+            .await
+            .expect("a connection to the cluster")
     }
 
     /// A direct Redis connection, for arranging and asserting.
