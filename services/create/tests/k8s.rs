@@ -535,7 +535,8 @@ async fn start(binary: &str, source: Source) -> RunningApp {
 #[tokio::test]
 async fn k8s_ports_and_probes_are_the_ones_the_services_serve() {
     let manifests = Manifests::read();
-    let env = TestEnv::start().await;
+    // The manifests' settings: PostgreSQL through PgBouncer, and a Redis Cluster.
+    let env = TestEnv::start_with_cluster().await;
     let client = reqwest::Client::new();
     let mut deployments = 0;
     for (workload, template) in &manifests.workloads {
@@ -549,8 +550,14 @@ async fn k8s_ports_and_probes_are_the_ones_the_services_serve() {
         // Arrange: the container's own settings, its credentials and addresses this test's.
         let listen = listen_variable(binary);
         let source = manifests.environment_of(container, |name| match name {
-            "KURZ_DATABASE_URL" | "KURZ_DATABASE_DIRECT_URL" => env.database_url(),
+            "KURZ_DATABASE_URL" => env.database_url(),
+            "KURZ_DATABASE_DIRECT_URL" => env.direct_database_url(),
             "KURZ_REDIS_URL" => env.redis_url(),
+            "KURZ_REDIS_CLUSTER_NODES" => env
+                .cluster
+                .as_ref()
+                .expect("the env's cluster")
+                .nodes_setting(),
             "KURZ_VISITOR_HASH_SECRET" => "k8s-test-secret-of-at-least-32-bytes".to_owned(),
             // The pod's name (a fieldRef), for the analytics worker's consumer name.
             "metadata.name" => "kurz-analytics-k8s-test".to_owned(),

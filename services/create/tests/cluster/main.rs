@@ -155,6 +155,7 @@ async fn every_redis_backed_behaviour_works_on_a_redis_cluster() {
     let mut stack = Stack::start(&[("KURZ_LOCAL_CACHE_TTL_MS", "600000")]).await;
     links_are_cached_in_the_cluster(&stack).await;
     a_delete_reaches_both_redirect_instances_over_sharded_pub_sub(&stack).await;
+    a_revoked_key_fails_on_both_create_instances_over_sharded_pub_sub(&stack).await;
     a_bulk_create_warms_the_cache_across_every_slot_it_touches(&stack).await;
     the_anonymous_create_limit_is_shared_by_both_create_instances(&stack).await;
     the_scan_budget_is_shared_by_both_redirect_instances(&stack).await;
@@ -206,6 +207,48 @@ async fn a_delete_reaches_both_redirect_instances_over_sharded_pub_sub(stack: &S
                 gone &= follow(app, &code, "192.0.2.2").await.status() == StatusCode::NOT_FOUND;
             }
             gone
+        },
+    )
+    .await;
+}
+
+async fn a_revoked_key_fails_on_both_create_instances_over_sharded_pub_sub(stack: &Stack) {
+    let key = stack
+        .env
+        .api_key("revoked", &[Scope::LinksRead], None)
+        .await;
+    let client = http_client_with_key(&key.key);
+    let probe = |i: usize| {
+        client
+            .get(stack.creates[i].url("/api/v1/links/nothere"))
+            .send()
+    };
+    // Both instances have verified the key, and keep the verdict in memory.
+    for i in 0..2 {
+        assert_eq!(
+            probe(i).await.expect("get").status(),
+            StatusCode::NOT_FOUND,
+            "revocation: the key works before"
+        );
+    }
+    let revoked = stack
+        .client
+        .delete(stack.creates[0].url(&format!("/api/v1/keys/{}", key.key_id)))
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    // Only the announcement on kurz:invalidate:auth tells the other instance (its own
+    // cache of verdicts would keep the key for longer).
+    within(
+        Duration::from_secs(1),
+        "revocation: the key fails on both instances",
+        || async {
+            let mut refused = true;
+            for i in 0..2 {
+                refused &= probe(i).await.expect("get").status() == StatusCode::UNAUTHORIZED;
+            }
+            refused
         },
     )
     .await;
