@@ -128,10 +128,22 @@ async fn create(env: &TestEnv, redirect: &RunningApp, extra: &[(&str, &str)]) ->
 }
 
 async fn analytics(env: &TestEnv) -> kurz_analytics::Worker {
-    let source = env
+    analytics_as(env, "cluster", &[]).await
+}
+
+/// The analytics worker as consumer `consumer`, with `extra` settings.
+async fn analytics_as(
+    env: &TestEnv,
+    consumer: &str,
+    extra: &[(&str, &str)],
+) -> kurz_analytics::Worker {
+    let mut source = env
         .source()
-        .with("KURZ_ANALYTICS_CONSUMER", "cluster")
+        .with("KURZ_ANALYTICS_CONSUMER", consumer)
         .with("KURZ_ANALYTICS_BLOCK_MS", "50");
+    for (k, v) in extra {
+        source = source.with(k, *v);
+    }
     let settings = kurz_analytics::Settings::from_source(&source).expect("valid settings");
     kurz_analytics::Worker::build(&settings)
         .await
@@ -158,6 +170,7 @@ async fn every_redis_backed_behaviour_works_on_a_redis_cluster() {
     a_revoked_key_fails_on_both_create_instances_over_sharded_pub_sub(&stack).await;
     a_bulk_create_warms_the_cache_across_every_slot_it_touches(&stack).await;
     the_anonymous_create_limit_is_shared_by_both_create_instances(&stack).await;
+    a_keys_limit_is_shared_by_both_create_instances(&stack).await;
     the_scan_budget_is_shared_by_both_redirect_instances(&stack).await;
     clicks_reach_the_analytics_worker_through_the_sharded_streams(&mut stack).await;
     readiness_says_ready(&stack).await;
@@ -323,6 +336,35 @@ async fn the_anonymous_create_limit_is_shared_by_both_create_instances(stack: &S
     assert!(counted, "rate limit: the counter lives in the cluster");
 }
 
+async fn a_keys_limit_is_shared_by_both_create_instances(stack: &Stack) {
+    let key = stack
+        .env
+        .api_key("limited", &[Scope::LinksWrite], Some(2))
+        .await;
+    let client = http_client_with_key(&key.key);
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let response = client
+            .post(stack.creates[i % 2].url("/api/v1/links"))
+            .json(&json!({ "url": format!("https://example.com/limited/{i}") }))
+            .send()
+            .await
+            .expect("create");
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [201, 201, 429],
+        "key limit: counted once across both"
+    );
+    let mut conn = stack.env.cluster_conn().await;
+    let counted: bool = conn
+        .exists(format!("kurz:rl:{{key:{}}}", key.key_id))
+        .await
+        .expect("EXISTS");
+    assert!(counted, "key limit: the counter lives in the cluster");
+}
+
 async fn the_scan_budget_is_shared_by_both_redirect_instances(stack: &Stack) {
     const SCANNER: &str = "192.0.2.40";
     let mut statuses = Vec::new();
@@ -360,7 +402,8 @@ async fn clicks_reach_the_analytics_worker_through_the_sharded_streams(stack: &m
             .expect("redirect request");
         assert_eq!(response.status(), StatusCode::FOUND, "clicks");
     }
-    // Counted once each, whichever stream (and master) its batch went to.
+    // Applied, whichever stream (and master) its batch went to, by a worker that then dies
+    // before its XACKs: its entries stay pending in their streams.
     let mut applied = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while applied < CLICKS {
@@ -370,10 +413,37 @@ async fn clicks_reach_the_analytics_worker_through_the_sharded_streams(stack: &m
         );
         applied += stack
             .worker
-            .process_once()
+            .process_once_without_ack()
             .await
             .expect("clicks: a worker step")
             .applied;
+    }
+    // Another worker claims them (XAUTOCLAIM on each stream's node), finds them applied and
+    // only acknowledges them.
+    let mut claimer = analytics_as(
+        &stack.env,
+        "cluster-claimer",
+        &[("KURZ_ANALYTICS_CLAIM_IDLE_MS", "1")],
+    )
+    .await;
+    let mut duplicate = 0;
+    while duplicate < CLICKS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "clicks: only {duplicate} of {CLICKS} came back to the claimer"
+        );
+        let outcome = claimer
+            .process_once()
+            .await
+            .expect("clicks: a claimer step");
+        assert_eq!(outcome.applied, 0, "clicks: nothing applied twice");
+        duplicate += outcome.duplicate;
+    }
+    let states = claimer.observe().await.expect("clicks: the groups' state");
+    assert_eq!(states.len(), 8, "clicks: a state per stream");
+    for state in states {
+        let state = state.expect("clicks: every stream has its group");
+        assert_eq!(state.pending, 0, "clicks: every entry acknowledged");
     }
     let stored = stack
         .env
