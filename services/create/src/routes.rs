@@ -481,6 +481,7 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<State>) -> HttpResponse {
     let (postgres, redis) = tokio::join!(state.repo.ping(), state.cache.ping());
     kurz_http::readiness(
+        kurz_http::Serves::FromPostgres,
         postgres.is_ok(),
         redis.is_ok(),
         state.repo.breaker().state().as_str(),

@@ -54,14 +54,20 @@ pub async fn home(request: HttpRequest, state: web::Data<State>) -> HttpResponse
     }
 }
 
-/// 200 when PostgreSQL answers, `degraded` without Redis, 503 without PostgreSQL.
+/// 200 when PostgreSQL answers, `degraded` without Redis or without PostgreSQL (cached links
+/// still redirect), 503 without both.
 pub async fn readyz(state: web::Data<State>) -> HttpResponse {
     let (postgres, redis) = tokio::join!(
         state.resolver.repository().ping(),
         state.resolver.cache().ping()
     );
     let breaker = state.resolver.repository().breaker().state().as_str();
-    kurz_http::readiness(postgres.is_ok(), redis.is_ok(), breaker)
+    kurz_http::readiness(
+        kurz_http::Serves::CacheFirst,
+        postgres.is_ok(),
+        redis.is_ok(),
+        breaker,
+    )
 }
 
 /// `GET /metrics`, for Prometheus.

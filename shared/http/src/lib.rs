@@ -46,15 +46,32 @@ pub async fn healthz() -> HttpResponse {
         .json(json!({ "status": "alive" }))
 }
 
+/// What a service can do without PostgreSQL, which decides its readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serves {
+    /// Nothing: every answer needs PostgreSQL (the create API).
+    FromPostgres,
+    /// Answers from its caches while PostgreSQL is down (the redirect service): taking it out
+    /// of a load balancer then would stop the links it could still serve.
+    CacheFirst,
+}
+
 /// `/readyz`: 200 `ready` when PostgreSQL answers and its circuit breaker is closed; 200
 /// `degraded` when Redis is down (a cache: both services work without it) or the breaker is
-/// half-open (PostgreSQL is being probed); 503 `unavailable` when PostgreSQL does not answer
-/// or the breaker refuses calls. `breaker` is the breaker's state name.
-pub fn readiness(postgres_up: bool, redis_up: bool, breaker: &'static str) -> HttpResponse {
+/// half-open (PostgreSQL is being probed), and for a [`Serves::CacheFirst`] service also when
+/// PostgreSQL is down but Redis answers; otherwise 503 `unavailable` when PostgreSQL does not
+/// answer or the breaker refuses calls. `breaker` is the breaker's state name.
+pub fn readiness(
+    serves: Serves,
+    postgres_up: bool,
+    redis_up: bool,
+    breaker: &'static str,
+) -> HttpResponse {
     let up = |ok: bool| if ok { "up" } else { "down" };
     let (mut response, status) = match (postgres_up, redis_up && breaker == "closed") {
         (true, true) => (HttpResponse::Ok(), "ready"),
         (true, false) => (HttpResponse::Ok(), "degraded"),
+        (false, _) if serves == Serves::CacheFirst && redis_up => (HttpResponse::Ok(), "degraded"),
         (false, _) => (HttpResponse::ServiceUnavailable(), "unavailable"),
     };
     response

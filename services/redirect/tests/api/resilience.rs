@@ -56,6 +56,40 @@ async fn readyz_is_ready_then_degraded_without_redis_then_unavailable_without_po
 }
 
 #[tokio::test]
+async fn readyz_stays_ready_degraded_without_postgres_while_redis_serves_cached_links() {
+    let env = TestEnv::start().await;
+    insert(&env, "cachedrd", "https://example.com/ready", None).await;
+    let app = spawn_redirect(&env, &[]).await;
+    let client = http_client();
+    // Cached in Redis by this first answer.
+    let first = client
+        .get(app.url("/cachedrd"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(first.status(), StatusCode::FOUND);
+
+    env.postgres.stop(ShutdownMode::Fast).await;
+    let readyz = client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("request");
+    // A load balancer must keep sending it traffic: it still serves the cached link.
+    assert_eq!(readyz.status(), StatusCode::OK);
+    let body: Value = readyz.json().await.expect("json");
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["postgres"], "down");
+    assert_eq!(body["redis"], "up");
+    let cached = client
+        .get(app.url("/cachedrd"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(cached.status(), StatusCode::FOUND);
+}
+
+#[tokio::test]
 async fn with_redis_down_links_are_served_from_postgres() {
     let env = TestEnv::start().await;
     insert(&env, "noredis", "https://example.com/r", None).await;
