@@ -215,7 +215,16 @@ async fn postgres_down_cached_links_still_redirect_uncached_fail_fast_and_all_re
     let fast = fast.expect("answered well inside one database deadline");
     assert_eq!(fast.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(fast.headers().contains_key(RETRY_AFTER));
+    // The redirect instance stays ready (degraded): it still serves its cached links, so a
+    // load balancer must keep it. The create instance can do nothing without PostgreSQL.
     let readyz = stack.get(&stack.redirect, "/readyz").await;
+    assert_eq!(readyz.status(), StatusCode::OK);
+    let body: Value = readyz.json().await.expect("json");
+    assert_eq!(
+        (&body["status"], &body["postgres"]),
+        (&json!("degraded"), &json!("down"))
+    );
+    let readyz = stack.get(&stack.create, "/readyz").await;
     assert_eq!(readyz.status(), StatusCode::SERVICE_UNAVAILABLE);
 
     stack.pg.restore();
