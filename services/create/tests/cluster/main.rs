@@ -7,16 +7,21 @@
 //! cluster of its own, since it kills a node, and runs alone (`.config/nextest.toml`): a
 //! starved node could miss the 500 ms node timeout and fail over unasked.
 
+// The API suite's helpers (spawning services, the key-pool worker); this binary uses a few.
+#[path = "../api/helpers.rs"]
+#[allow(dead_code, unused_imports)]
+mod helpers;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use deadpool_redis::redis::{self, AsyncCommands};
+use helpers::{spawn_create, spawn_redirect_with, worker};
 use kurz_repository::Scope;
 use kurz_repository::clicks::stream_key;
 use kurz_repository::invalidation::CHANNEL;
-use kurz_settings::Source;
 use kurz_testkit::{RunningApp, TestEnv, http_client, http_client_with_key, within};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -48,7 +53,7 @@ impl Stack {
     /// `redirect_extra` goes to both redirect instances.
     async fn start(redirect_extra: &[(&str, &str)]) -> Self {
         let env = TestEnv::start_with_cluster().await;
-        keypool(&env).await.add_keys(2_000).await.expect("keys");
+        worker(&env).await.add_keys(2_000).await.expect("keys");
         let redirects = [
             redirect(&env, redirect_extra).await,
             redirect(&env, redirect_extra).await,
@@ -59,8 +64,8 @@ impl Stack {
             ("KURZ_ANONYMOUS_RATE_LIMIT_PER_MINUTE", "3"),
         ];
         let creates = [
-            create(&env, &redirects[0], &create_extra).await,
-            create(&env, &redirects[0], &create_extra).await,
+            spawn_create(&env, &redirects[0], &create_extra).await,
+            spawn_create(&env, &redirects[0], &create_extra).await,
         ];
         let worker = analytics(&env).await;
         let admin = env.api_key("ops", &[Scope::Admin], Some(UNLIMITED)).await;
@@ -96,35 +101,11 @@ impl Stack {
     }
 }
 
-async fn keypool(env: &TestEnv) -> kurz_keypool::Worker {
-    let settings = kurz_keypool::Settings::from_source(&env.source()).expect("valid settings");
-    kurz_keypool::Worker::build(&settings)
-        .await
-        .expect("worker")
-}
-
+/// A redirect instance that trusts the loopback peer's `X-Forwarded-For`, with `extra`.
 async fn redirect(env: &TestEnv, extra: &[(&str, &str)]) -> RunningApp {
-    let mut source: Source = env.source().with(TRUST_LOOPBACK.0, TRUST_LOOPBACK.1);
-    for (k, v) in extra {
-        source = source.with(k, *v);
-    }
-    let settings = kurz_redirect::Settings::from_source(&source).expect("valid settings");
-    let app = kurz_redirect::Application::build(settings)
-        .await
-        .expect("redirect starts");
-    RunningApp::spawn(app.port(), |shutdown| app.run_until_stopped(shutdown))
-}
-
-async fn create(env: &TestEnv, redirect: &RunningApp, extra: &[(&str, &str)]) -> RunningApp {
-    let mut source: Source = env.source().with("KURZ_PUBLIC_BASE_URL", redirect.url("/"));
-    for (k, v) in extra {
-        source = source.with(k, *v);
-    }
-    let settings = kurz_create::Settings::from_source(&source).expect("valid settings");
-    let app = kurz_create::Application::build(settings)
-        .await
-        .expect("create starts");
-    RunningApp::spawn(app.port(), |shutdown| app.run_until_stopped(shutdown))
+    let mut settings = vec![TRUST_LOOPBACK];
+    settings.extend_from_slice(extra);
+    spawn_redirect_with(env, &settings).await
 }
 
 async fn analytics(env: &TestEnv) -> kurz_analytics::Worker {
@@ -391,6 +372,15 @@ async fn the_scan_budget_is_shared_by_both_redirect_instances(stack: &Stack) {
 async fn clicks_reach_the_analytics_worker_through_the_sharded_streams(stack: &mut Stack) {
     let code = stack.create_link("https://example.com/clicked").await;
     const CLICKS: usize = 12;
+    // The earlier scenarios' clicks first (the redirect instances ship every 20 ms), so the
+    // counts below are this scenario's alone.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    loop {
+        let outcome = stack.worker.process_once().await.expect("clicks: draining");
+        if outcome.read == 0 && outcome.came_back == 0 {
+            break;
+        }
+    }
     for i in 0..CLICKS {
         // A person's browser: the stored count is of human clicks.
         let response = http_client()
