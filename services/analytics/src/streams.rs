@@ -236,20 +236,7 @@ impl Streams {
                 )
             })
             .collect();
-        let replies: Vec<StreamAutoClaimReply> = if self.commands.is_cluster() {
-            futures_util::future::try_join_all(commands.iter().map(|cmd| {
-                let mut conn = self.commands.clone();
-                async move { cmd.query_async(&mut conn).await }
-            }))
-            .await?
-        } else {
-            let mut pipe = redis::pipe();
-            for cmd in commands {
-                pipe.add_command(cmd);
-            }
-            let mut conn = self.commands.clone();
-            pipe.query_async(&mut conn).await?
-        };
+        let replies: Vec<StreamAutoClaimReply> = self.commands.query_all(commands).await?;
         let (mut entries, mut trimmed) = (Vec::new(), 0);
         for ((shard, reply), cursor) in (0u16..).zip(replies).zip(cursors.iter_mut()) {
             *cursor = reply.next_stream_id;
@@ -280,21 +267,7 @@ impl Streams {
                 acks.push(redis::Cmd::xack(key, GROUP, &ids));
             }
         }
-        if self.commands.is_cluster() {
-            futures_util::future::try_join_all(acks.iter().map(|cmd| {
-                let mut conn = self.commands.clone();
-                async move { cmd.query_async::<()>(&mut conn).await }
-            }))
-            .await
-            .map(drop)
-        } else {
-            let mut pipe = redis::pipe();
-            for cmd in acks {
-                pipe.add_command(cmd).ignore();
-            }
-            let mut conn = self.commands.clone();
-            pipe.query_async::<()>(&mut conn).await
-        }
+        self.commands.query_all::<()>(acks).await.map(drop)
     }
 
     /// Every shard's group state (`None` for a shard whose group is gone: Redis lost its

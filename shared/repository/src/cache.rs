@@ -218,29 +218,16 @@ impl RedisCache {
                 .arg(millis(self.ttl_of(link)));
             cmd
         };
-        if self.shared.is_cluster() {
-            // The keys lie in many slots: one command each, all at once. The cluster
-            // connection sends those of a node together, so it is a round trip per node.
-            let sets: Vec<Cmd> = links.iter().map(|(code, link)| set(code, link)).collect();
-            self.run_shared("SET (per key)", |conn| async move {
-                futures_util::future::try_join_all(sets.iter().map(|cmd| {
-                    let mut conn = conn.clone();
-                    async move { cmd.query_async::<()>(&mut conn).await }
-                }))
-                .await
-                .map(drop)
-            })
-            .await?;
+        let sets: Vec<Cmd> = links.iter().map(|(code, link)| set(code, link)).collect();
+        let name = if self.shared.is_cluster() {
+            "SET (per key)"
         } else {
-            let mut sets = redis::pipe();
-            for (code, link) in links {
-                sets.add_command(set(code, link)).ignore();
-            }
-            self.run_shared("SET (pipeline)", |mut conn| async move {
-                sets.query_async::<()>(&mut conn).await
-            })
-            .await?;
-        }
+            "SET (pipeline)"
+        };
+        self.run_shared(name, |conn| async move {
+            conn.query_all::<()>(sets).await.map(drop)
+        })
+        .await?;
         if announce.is_empty() {
             return Ok(());
         }

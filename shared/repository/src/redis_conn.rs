@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use deadpool_redis::redis::{self, Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use deadpool_redis::redis::{self, Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Value};
 use kurz_settings::{RedisSettings, RedisTarget};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
@@ -79,6 +79,29 @@ impl RedisConn {
 
     pub fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster(_))
+    }
+
+    /// Runs `commands`, each on one key, and returns their answers in order: as one pipeline
+    /// (one round trip) on one server; on a cluster, where their keys lie in many slots and a
+    /// pipeline must stay in one, each command on its own, all at once (the cluster
+    /// connection sends those of a node together: a round trip per node).
+    pub async fn query_all<T: FromRedisValue>(&self, commands: Vec<Cmd>) -> RedisResult<Vec<T>> {
+        match self {
+            Self::Single(conn) => {
+                let mut pipe = redis::pipe();
+                for cmd in commands {
+                    pipe.add_command(cmd);
+                }
+                pipe.query_async(&mut conn.clone()).await
+            }
+            Self::Cluster(conn) => {
+                futures_util::future::try_join_all(commands.iter().map(|cmd| {
+                    let mut conn = conn.clone();
+                    async move { cmd.query_async(&mut conn).await }
+                }))
+                .await
+            }
+        }
     }
 }
 
